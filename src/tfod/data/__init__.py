@@ -1,0 +1,1 @@
+"""Datasets: readers for VOC, COCO, YOLO and CSV annotations, checks, TFRecord writing."""

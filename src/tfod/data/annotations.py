@@ -1,0 +1,140 @@
+"""One in-memory annotation model that every reader produces, and the problems found on the way.
+
+Readers turn a source folder into a `Source`; the converter checks it against the real images and
+writes TFRecords. Nothing is dropped without a `Problem` saying what, where and why.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class Kind(StrEnum):
+    """Every kind of problem the converter reports, with what it does about it."""
+
+    BAD_ANNOTATION = "bad_annotation"
+    MISSING_IMAGE = "missing_image"
+    UNREADABLE_IMAGE = "unreadable_image"
+    PATH_ESCAPES_SOURCE = "path_escapes_source"
+    DUPLICATE_IMAGE = "duplicate_image"
+    SIZE_MISMATCH = "size_mismatch"
+    UNKNOWN_CLASS = "unknown_class"
+    INVALID_BOX = "invalid_box"
+    BOX_OUTSIDE = "box_outside"
+    BOX_CLIPPED = "box_clipped"
+
+    @property
+    def action(self) -> str:
+        """What the converter did about a problem of this kind."""
+        return _ACTIONS[self]
+
+
+_ACTIONS = {
+    Kind.BAD_ANNOTATION: "annotation entry skipped",
+    Kind.MISSING_IMAGE: "image skipped",
+    Kind.UNREADABLE_IMAGE: "image skipped",
+    Kind.PATH_ESCAPES_SOURCE: "image rejected",
+    Kind.DUPLICATE_IMAGE: "later copy skipped",
+    Kind.SIZE_MISMATCH: "boxes rescaled to the real size",
+    Kind.UNKNOWN_CLASS: "box dropped",
+    Kind.INVALID_BOX: "box dropped",
+    Kind.BOX_OUTSIDE: "box dropped",
+    Kind.BOX_CLIPPED: "box clipped to the image",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in the source data.
+
+    Args:
+        kind: what kind of problem.
+        file: the file concerned, relative to the source folder.
+        detail: what exactly is wrong (line, object, values).
+    """
+
+    kind: Kind
+    file: str
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind.value, "file": self.file, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box as the annotation gives it.
+
+    Coordinates are pixels of the annotated image, or fractions of its size when the owning
+    `SourceImage.normalized` is set (YOLO). `where` locates it for problem messages.
+    """
+
+    label: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    where: str
+    is_crowd: bool = False
+    difficult: bool = False
+    truncated: bool = False
+
+
+@dataclass
+class SourceImage:
+    """An image and its boxes, as one annotation source describes it.
+
+    Args:
+        path: the image file (absolute, inside the source folder).
+        rel: the image path relative to the source folder, POSIX style.
+        annotation: the annotation file that describes it, relative to the source folder.
+        boxes: its boxes.
+        size: (width, height) as annotated, if the format records it.
+        normalized: the boxes are fractions of the image size.
+        split: "train" or "val" if the source assigns a split.
+    """
+
+    path: Path
+    rel: str
+    annotation: str
+    boxes: list[Box] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+    normalized: bool = False
+    split: str | None = None
+
+
+@dataclass
+class Source:
+    """What a reader found: images, ordered class names (id = position + 1) and problems.
+
+    `original_ids` maps class names to the ids the source used, where it had its own (COCO).
+    """
+
+    format: str
+    root: Path
+    images: list[SourceImage]
+    classes: list[str]
+    problems: list[Problem] = field(default_factory=list)
+    original_ids: dict[str, int] = field(default_factory=dict)
+
+
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "val",
+}
+"""Split names found in sources, mapped to tfod's two splits (a source's test split validates)."""
+
+
+def split_from_name(name: str) -> str | None:
+    """Guess a split from a file or folder name such as `instances_val2017` or `train_labels`."""
+    for token in re.findall(r"[a-z]+", name.lower()):
+        if token in SPLIT_NAMES:
+            return SPLIT_NAMES[token]
+    return None

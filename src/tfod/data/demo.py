@@ -1,0 +1,151 @@
+"""`tfod data demo`: a deterministic synthetic detection dataset, converted like any user's.
+
+Coloured circles, squares and triangles (varied size, colour and rotation, one to four per image,
+some overlapping) on textured backgrounds. The images and a COCO JSON are written to a temporary
+source folder and converted by `tfod.data.convert`, so the demo exercises the real code path.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from tfod import atomic
+from tfod.data.convert import DATASET_JSON, ConvertOptions, convert
+from tfod.errors import TfodError
+
+CLASSES = ("circle", "square", "triangle")
+IMAGE_SIZE = 256
+MIN_SIDE, MAX_SIDE = 36, 104
+MAX_OVERLAP = 0.25  # largest IoU allowed between two objects of one image
+
+
+def make_demo(out: Path, n: int = 160, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Generate `n` images with seed `seed` and convert them into the dataset folder `out`.
+
+    Returns:
+        The content of the dataset's `dataset.json`.
+    """
+    if n < 2:
+        raise TfodError(f"--n must be at least 2 (one training and one validation image), got {n}")
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="tfod-demo-") as tmp:
+        source = Path(tmp)
+        (source / "images").mkdir()
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
+        for image_id in range(1, n + 1):
+            name = f"images/{image_id:05d}.jpg"
+            picture, objects = _draw_image(rng)
+            picture.save(source / name, quality=92)
+            images.append(
+                {"id": image_id, "file_name": name, "width": IMAGE_SIZE, "height": IMAGE_SIZE}
+            )
+            for label, (x0, y0, x1, y1) in objects:
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": CLASSES.index(label) + 1,
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "iscrowd": 0,
+                    }
+                )
+        categories = [{"id": i, "name": c} for i, c in enumerate(CLASSES, start=1)]
+        document = {"images": images, "annotations": annotations, "categories": categories}
+        (source / "annotations.json").write_text(json.dumps(document), encoding="utf-8")
+        summary = convert(source, out, ConvertOptions(format="coco", seed=seed, progress=progress))
+    summary["source"] = {"format": "coco", "path": f"tfod data demo --n {n} --seed {seed}"}
+    atomic.write_json(out / DATASET_JSON, summary)
+    return summary
+
+
+Box = tuple[float, float, float, float]
+
+
+def _draw_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, Box]]]:
+    picture = Image.fromarray(_background(rng))
+    draw = ImageDraw.Draw(picture)
+    objects: list[tuple[str, Box]] = []
+    for _ in range(int(rng.integers(1, 5))):
+        for _attempt in range(20):
+            label = CLASSES[int(rng.integers(len(CLASSES)))]
+            side = float(rng.uniform(MIN_SIDE, MAX_SIDE))
+            cx, cy = (float(v) for v in rng.uniform(side / 2 + 2, IMAGE_SIZE - side / 2 - 2, 2))
+            angle = float(rng.uniform(0, 2 * math.pi))
+            points = _outline(label, cx, cy, side, angle)
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            box = (
+                max(min(xs), 0.0),
+                max(min(ys), 0.0),
+                min(max(xs), IMAGE_SIZE),
+                min(max(ys), IMAGE_SIZE),
+            )
+            if all(_iou(box, other) <= MAX_OVERLAP for _, other in objects):
+                break
+        else:
+            continue
+        colour = _colour(rng)
+        if label == "circle":
+            draw.ellipse(box, fill=colour)
+        else:
+            draw.polygon(points, fill=colour)
+        objects.append((label, box))
+    return picture, objects
+
+
+def _outline(
+    label: str, cx: float, cy: float, side: float, angle: float
+) -> list[tuple[float, float]]:
+    """Corner points of the shape (a circle's are those of its bounding square)."""
+    r = side / 2
+    if label == "circle":
+        return [(cx - r, cy - r), (cx + r, cy + r)]
+    corners = 4 if label == "square" else 3
+    radius = r * math.sqrt(2) * 0.8 if label == "square" else r
+    return [
+        (
+            cx + radius * math.cos(angle + 2 * math.pi * k / corners),
+            cy + radius * math.sin(angle + 2 * math.pi * k / corners),
+        )
+        for k in range(corners)
+    ]
+
+
+def _background(rng: np.random.Generator) -> np.ndarray:
+    """Smooth colour blotches, faint stripes and grain, in muted colours."""
+    size = IMAGE_SIZE
+    coarse = rng.uniform(60, 190, size=(5, 5, 3)).astype(np.uint8)
+    smooth = np.asarray(
+        Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64
+    )
+    grey = smooth.mean(axis=2, keepdims=True)
+    smooth = grey + 0.4 * (smooth - grey)  # desaturate so the shapes' colours stand out
+    yy, xx = np.mgrid[0:size, 0:size]
+    theta = rng.uniform(0, math.pi)
+    period = rng.uniform(6, 24)
+    stripes = 18 * np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period)
+    grain = rng.normal(0, 7, size=(size, size, 3))
+    pixels: np.ndarray = np.clip(smooth + stripes[..., None] + grain, 0, 255).astype(np.uint8)
+    return pixels
+
+
+def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    hue, sat, val = rng.uniform(0, 1), rng.uniform(0.65, 1.0), rng.uniform(0.55, 1.0)
+    r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

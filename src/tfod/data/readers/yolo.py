@@ -1,0 +1,129 @@
+"""YOLO: one `class cx cy w h` line per box (fractions of the image size) in a .txt per image.
+
+Labels sit where Ultralytics looks for them (the last `images` folder of the image path replaced
+by `labels`) or beside the image. Class names come from `classes.txt` or a `data.yaml`'s `names`.
+A folder named train/val/valid/test in the path assigns the split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tfod.data.annotations import Box, Kind, Problem, Source, SourceImage, split_from_name
+from tfod.data.readers.common import IMAGE_SUFFIXES, relative
+from tfod.errors import TfodError
+
+
+def read_yolo(src: Path) -> Source:
+    """Read a YOLO folder."""
+    classes = _class_names(src)
+    problems: list[Problem] = []
+    images: list[SourceImage] = []
+    used_labels: set[Path] = set()
+    root = src.resolve()
+    for path in sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        resolved = path.resolve()
+        rel = relative(src, path)
+        if not resolved.is_relative_to(root):
+            problems.append(
+                Problem(
+                    Kind.PATH_ESCAPES_SOURCE, rel, f"links to {resolved}, outside the source folder"
+                )
+            )
+            continue
+        label = _label_file(src, path)
+        boxes: list[Box] = []
+        annotation = rel
+        if label is not None:
+            used_labels.add(label)
+            annotation = relative(src, label)
+            boxes = _parse(label, annotation, classes, problems)
+        split = next((s for s in map(split_from_name, Path(rel).parts[:-1]) if s), None)
+        images.append(SourceImage(resolved, rel, annotation, boxes, normalized=True, split=split))
+    for label in sorted(src.rglob("*.txt")):
+        if label not in used_labels and "labels" in label.relative_to(src).parts[:-1]:
+            problems.append(
+                Problem(
+                    Kind.MISSING_IMAGE,
+                    relative(src, label),
+                    "label file has no image beside it or under images/",
+                )
+            )
+    if not images:
+        raise TfodError("no images found in the YOLO folder", src)
+    return Source("yolo", src, images, classes, problems)
+
+
+def _class_names(src: Path) -> list[str]:
+    listing = src / "classes.txt"
+    if listing.is_file():
+        lines = listing.read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip()]
+    for config in sorted([*src.glob("*.yaml"), *src.glob("*.yml")]):
+        try:
+            doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise TfodError(f"not valid YAML: {err}", config) from err
+        names: object = doc.get("names") if isinstance(doc, dict) else None
+        if isinstance(names, list):
+            return [str(n) for n in names]
+        if isinstance(names, dict):
+            try:
+                ordered = sorted((int(k), str(v)) for k, v in names.items())
+            except ValueError as err:
+                raise TfodError("'names' keys must be class indices 0..N-1", config) from err
+            if [k for k, _ in ordered] != list(range(len(ordered))):
+                raise TfodError("'names' keys must be class indices 0..N-1", config)
+            return [v for _, v in ordered]
+    raise TfodError(
+        "no class names: add classes.txt (one name per line) or a data.yaml with 'names'", src
+    )
+
+
+def _label_file(src: Path, image: Path) -> Path | None:
+    parts = list(image.relative_to(src).parts)
+    if "images" in parts[:-1]:
+        index = len(parts) - 2 - parts[:-1][::-1].index("images")
+        parts[index] = "labels"
+        candidate = src.joinpath(*parts).with_suffix(".txt")
+        if candidate.is_file():
+            return candidate
+    beside = image.with_suffix(".txt")
+    return beside if beside.is_file() else None
+
+
+def _parse(label: Path, annotation: str, classes: list[str], problems: list[Problem]) -> list[Box]:
+    boxes: list[Box] = []
+    try:
+        lines = label.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        problems.append(Problem(Kind.BAD_ANNOTATION, annotation, f"cannot read: {err}"))
+        return boxes
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"line {number}"
+        try:
+            if len(fields) != 5:
+                raise ValueError(f"expected 'class cx cy w h', got {len(fields)} fields")
+            index = int(fields[0])
+            cx, cy, w, h = (float(v) for v in fields[1:])
+        except ValueError as err:
+            problems.append(Problem(Kind.BAD_ANNOTATION, annotation, f"{where}: {err}"))
+            continue
+        if not 0 <= index < len(classes):
+            problems.append(
+                Problem(
+                    Kind.UNKNOWN_CLASS,
+                    annotation,
+                    f"{where}: class index {index} but only {len(classes)} class names",
+                )
+            )
+            continue
+        boxes.append(
+            Box(classes[index], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, where=where)
+        )
+    return boxes

@@ -1,0 +1,24 @@
+"""The one user-facing error type.
+
+A `TfodError` is a problem the user can fix: a bad path, a broken annotation file, an impossible
+setting. Its message names the file or field and says what to do. The CLI prints it without a
+traceback and exits with status 1; anything else that escapes is a bug in tfod.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TfodError(Exception):
+    """A problem with the user's input or environment, explained in plain words.
+
+    Args:
+        message: what is wrong and how to fix it.
+        path: the file or directory concerned, if any; printed before the message.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.message = message
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)

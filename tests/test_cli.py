@@ -1,0 +1,95 @@
+"""The `tfod` command: subcommands work end to end; user errors are one line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+import tfod
+from tfod.cli import app
+
+runner = CliRunner()
+
+
+def _tfod(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tfod", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_version() -> None:
+    result = _tfod("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tfod {tfod.__version__}"
+
+
+def test_user_error_is_one_clear_line_without_traceback(tmp_path: Path) -> None:
+    result = _tfod("data", "convert", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        "error:" in result.stderr
+        and "nowhere" in result.stderr
+        and "does not exist" in result.stderr
+    )
+
+
+def test_demo_then_stats(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["data", "demo", "--out", str(out), "--n", "24", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "dataset.json").read_text())
+    assert summary["splits"]["train"]["images"] + summary["splits"]["val"]["images"] == 24
+    assert summary["problems"]["counts"] == {}
+    assert {c["name"] for c in summary["classes"]} == {"circle", "square", "triangle"}
+    assert all(
+        summary["splits"]["train"]["per_class"][c] > 0 for c in ("circle", "square", "triangle")
+    )
+
+    result = runner.invoke(app, ["data", "stats", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["fingerprint"] == summary["fingerprint"]
+    for name in ("classes.png", "boxes.png", "samples.png"):
+        with Image.open(out / "plots" / name) as image:
+            assert image.size[0] > 200 and image.size[1] > 100
+            assert len(set(image.convert("L").getdata())) > 10, f"{name} looks blank"
+
+
+def test_demo_is_deterministic(tmp_path: Path) -> None:
+    fingerprints = []
+    for name in ("a", "b"):
+        result = runner.invoke(app, ["data", "demo", "--out", str(tmp_path / name), "--n", "8"])
+        assert result.exit_code == 0, result.output
+        fingerprints.append(
+            json.loads((tmp_path / name / "dataset.json").read_text())["fingerprint"]
+        )
+    assert fingerprints[0] == fingerprints[1]
+    result = runner.invoke(
+        app, ["data", "demo", "--out", str(tmp_path / "c"), "--n", "8", "--seed", "1"]
+    )
+    assert (
+        json.loads((tmp_path / "c" / "dataset.json").read_text())["fingerprint"] != fingerprints[0]
+    )
+
+
+def test_convert_cli_reports_problems_and_strict_exit_code(tmp_path: Path) -> None:
+    from tests.data.sources import write_csv
+
+    src = write_csv(tmp_path / "src")
+    (src / "images" / "a.jpg").write_bytes(b"broken")
+    result = _tfod("data", "convert", str(src), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "unreadable_image" in result.stderr and "image skipped" in result.stderr
+    result = _tfod("data", "convert", str(src), "--out", str(tmp_path / "strict"), "--strict")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--strict" in result.stderr and not (tmp_path / "strict").exists()
+
+
+def test_stats_on_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
+    result = _tfod("data", "stats", str(tmp_path))
+    assert result.returncode == 1 and "not a tfod dataset folder" in result.stderr
