@@ -39,18 +39,22 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The main job on the built-in demo data: generate, convert and inspect the demo dataset."""
+    """The main job on built-in data: make the demo dataset, train a detector, evaluate it."""
     _install(session)
-    out = session.posargs[0] if session.posargs else "data/demo"
-    session.run("tfod", "data", "demo", "--out", out)
-    session.run("tfod", "data", "stats", out)
+    session.run("tfod", "demo", *session.posargs)
+    session.run("tfod", "data", "stats", "data/demo")
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print tables of ratios (converter throughput, 1 vs N workers)."""
+    """Benchmarks printing tables: converter 1 vs N workers; the demo's time and AP.
+
+    `nox -s bench -- convert` or `-- demo` runs one of them.
+    """
     _install(session)
-    session.run("python", "bench/convert_bench.py", *session.posargs)
+    chosen = session.posargs or ["convert", "demo"]
+    for name in chosen:
+        session.run("python", f"bench/{name}_bench.py")
 
 
 @nox.session(python=PYTHON)

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 import tfod
 from tfod.cli import app
+from tfod.errors import TfodError
 
 runner = CliRunner()
 
@@ -93,3 +95,53 @@ def test_convert_cli_reports_problems_and_strict_exit_code(tmp_path: Path) -> No
 def test_stats_on_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
     result = _tfod("data", "stats", str(tmp_path))
     assert result.returncode == 1 and "not a tfod dataset folder" in result.stderr
+
+
+def test_init_then_validate_then_show(tmp_path: Path, demo_data: Path) -> None:
+    config = tmp_path / "tfod.yaml"
+    result = runner.invoke(
+        app,
+        [
+            "init",
+            "--data",
+            str(demo_data),
+            "--out",
+            str(config),
+            "--preset",
+            "retinanet-mobilenetv2-256-smoke",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["init", "--data", str(demo_data), "--out", str(config)])
+    assert isinstance(result.exception, TfodError) and "--force" in str(result.exception)
+
+    result = runner.invoke(
+        app, ["config", "validate", str(config), "--steps", "300", "--batch-size", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "All pre-flight checks passed" in result.output and "norm_momentum" in result.output
+
+    result = runner.invoke(app, ["config", "show", str(config)])
+    assert result.exit_code == 0, result.output
+    import yaml
+
+    shown = yaml.safe_load(result.stdout)
+    assert shown["task"]["model"]["num_classes"] == 4
+    assert shown["task"]["annotation_file"].endswith("val_coco.json")
+
+
+def test_validate_exits_nonzero_on_a_failed_check(tmp_path: Path, demo_data: Path) -> None:
+    config = tmp_path / "tfod.yaml"
+    config.write_text(
+        f"name: x\ndata: {{dir: {demo_data}}}\nmodel: {{preset: retinanet-mobilenetv2-256-smoke}}\ntrain: {{batch_size: 500}}\n"
+    )
+    result = _tfod("config", "validate", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train.batch_size" in result.stderr
+
+
+@pytest.mark.slow
+def test_eval_command_on_a_run(smoke_run: Path) -> None:
+    result = runner.invoke(app, ["eval", str(smoke_run), "--checkpoint", "best"])
+    assert result.exit_code == 0, result.output
+    assert (smoke_run / "eval.log").is_file()

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 import tfod
-from tfod.console import console
+from tfod.console import console, native_output_to
 from tfod.errors import TfodError
 
 app = typer.Typer(
@@ -126,8 +126,9 @@ def data_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print dataset.json to stdout.")] = False,
 ) -> None:
     """Print a dataset's summary and plot classes, box sizes and sample images."""
+    from tfod.data.convert import load_summary
     from tfod.data.report import print_summary
-    from tfod.data.stats import load_summary, write_plots
+    from tfod.data.stats import write_plots
 
     summary = load_summary(directory)
     if as_json:
@@ -136,6 +137,160 @@ def data_stats(
     written = write_plots(directory, plots or directory / "plots")
     for path in written:
         console.print(f"Plot: {escape(str(path))}")
+
+
+config_app = typer.Typer(help="Show and check a tfod.yaml.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigPath = Annotated[Path, typer.Argument(help="A tfod.yaml file.")]
+RunsDir = Annotated[
+    Path, typer.Option("--runs-dir", envvar="TFOD_RUNS_DIR", help="Where runs live.")
+]
+
+
+@app.command("init")
+def init(
+    data: Annotated[Path, typer.Option(help="Dataset folder (from `tfod data convert`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")] = Path("tfod.yaml"),
+    preset: Annotated[str, typer.Option(help="Detector preset.")] = "retinanet-mobilenetv2-256",
+    name: Annotated[
+        str | None, typer.Option(help="Run name (default: the dataset folder name).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented tfod.yaml for a dataset."""
+    from tfod.config.template import write_template
+
+    write_template(out, data, preset, name, force)
+    console.print(
+        f"Wrote [bold]{escape(str(out))}[/bold]; check it with `tfod config validate {escape(str(out))}`"
+    )
+
+
+@config_app.command("show")
+def config_show(config: ConfigPath) -> None:
+    """Print the fully resolved Model Garden experiment config (YAML)."""
+    import yaml
+
+    from tfod.config.experiment import build_experiment, make_plan
+    from tfod.config.schema import load_config
+    from tfod.data.convert import load_summary
+
+    cfg = load_config(config)
+    experiment = build_experiment(cfg, make_plan(cfg, load_summary(cfg.data.dir)))
+    print(yaml.safe_dump(experiment.as_dict(), sort_keys=False), end="")
+
+
+@config_app.command("validate")
+def config_validate(
+    config: ConfigPath,
+    steps: Annotated[int | None, typer.Option(help="As `tfod train --steps`.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="As `tfod train --batch-size`.")] = None,
+) -> None:
+    """Run the pre-flight checks and show the resolved plan."""
+    from rich.table import Table
+
+    from tfod.config.checks import raise_on_errors, run_checks
+    from tfod.config.experiment import build_experiment, make_plan
+    from tfod.config.schema import load_config
+    from tfod.data.convert import load_summary
+
+    cfg = load_config(config)
+    summary = load_summary(cfg.data.dir)
+    plan = make_plan(cfg, summary, batch_size=batch_size, steps=steps)
+    findings = run_checks(cfg, plan, summary, build_experiment(cfg, plan))
+    table = Table(title=f"Plan for {cfg.name}")
+    table.add_column("setting")
+    table.add_column("value", justify="right")
+    for key, value in plan.as_dict().items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    raise_on_errors(findings, console)
+    console.print("[green]All pre-flight checks passed.[/green]")
+
+
+@app.command("train")
+def train(
+    config: ConfigPath,
+    run: Annotated[
+        str | None, typer.Option(help="Run name (default: `name:` of the config).")
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps (overrides the config).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch (overrides the config).")
+    ] = None,
+    eval: Annotated[
+        bool,
+        typer.Option(
+            "--eval/--no-eval",
+            help="Evaluate beside training (off: a `tfod eval --watch` does it).",
+        ),
+    ] = True,
+) -> None:
+    """Train (or resume) a run on Model Garden's trainer; Ctrl-C saves and stops cleanly."""
+    from tfod.config.schema import load_config
+    from tfod.evaluate.report import print_metrics
+    from tfod.train.trainer import train as run_training
+
+    result = run_training(load_config(config), runs_dir, run, steps, batch_size, inline_eval=eval)
+    if result.last_eval is not None:
+        print_metrics(console, result.last_eval)
+
+
+@app.command("eval")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")],
+    checkpoint: Annotated[str, typer.Option(help="latest, best or a step number.")] = "latest",
+    watch: Annotated[
+        bool, typer.Option(help="Evaluate every new checkpoint until training finishes.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="--watch: give up after this many idle seconds.")
+    ] = 3600,
+    poll: Annotated[
+        float, typer.Option(help="--watch: seconds between looks for checkpoints.")
+    ] = 10,
+) -> None:
+    """COCO metrics (AP, AP50, AP75, APs/m/l, AR, per class) of a run's checkpoint(s)."""
+    from tfod.evaluate.evaluator import RunEvaluator
+    from tfod.evaluate.report import print_metrics
+    from tfod.runs.rundir import RunDir
+
+    run_dir = RunDir(run).require()
+    with native_output_to(run / "eval.log"):
+        evaluator = RunEvaluator(run_dir)
+        if watch:
+            console.print(
+                f"Watching {escape(str(run))} for checkpoints (idle timeout {timeout:g} s)..."
+            )
+            count = evaluator.watch(timeout, poll, on_row=lambda row: print_metrics(console, row))
+            console.print(
+                f"Evaluated {count} checkpoint(s); run status: {run_dir.read().get('status')}."
+            )
+            return
+        step, prefix = run_dir.checkpoint(checkpoint)
+        row = evaluator.evaluate(step, prefix)
+    print_metrics(console, row)
+
+
+@app.command("demo")
+def demo(
+    data: Annotated[Path, typer.Option(help="Demo dataset folder (made if missing).")] = Path(
+        "data/demo"
+    ),
+    runs_dir: RunsDir = Path("runs"),
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: the demo's).")] = None,
+) -> None:
+    """The whole job on built-in data: make the demo dataset, train a detector, evaluate it."""
+    from tfod.evaluate.report import print_metrics
+    from tfod.train.demo import run_demo
+
+    result = run_demo(data, runs_dir, steps)
+    if result.last_eval is not None:
+        print_metrics(console, result.last_eval, title=f"Demo run {result.run.path}: COCO metrics")
 
 
 def main() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from rich.console import Console
@@ -40,3 +44,33 @@ def track(items: Iterable[T], total: int, description: str, enabled: bool = True
             yield item
             speed = progress.tasks[0].speed
             progress.update(task, advance=1, rate=f"{speed:.1f}/s" if speed else "")
+
+
+@contextlib.contextmanager
+def native_output_to(log_path: Path) -> Iterator[None]:
+    """Send everything written to file descriptors 1 and 2 (TensorFlow's C++ logs, absl, warnings)
+    to `log_path`, while `console` keeps printing to the terminal.
+
+    Model Garden and TensorFlow print hundreds of lines a user does not need (CUDA probing on CPU
+    hosts, retracing notes, duplicated absl lines); the raw log stays in the run folder.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    previous = console._file  # None: follow sys.stderr, as before
+    with log_path.open("ab") as log:
+        try:
+            console.file = terminal
+            for fd in (1, 2):
+                os.dup2(log.fileno(), fd)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            console._file = previous
+            terminal.close()

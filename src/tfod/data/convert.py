@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 from collections import Counter
@@ -129,6 +130,26 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
             source, classes, options, stats, writers, problems, changes, split_note, fingerprint
         )
         atomic.write_json(tmp / DATASET_JSON, summary)
+    return summary
+
+
+def load_summary(directory: Path) -> dict[str, Any]:
+    """A dataset folder's `dataset.json`, or a TfodError saying how to make one."""
+    if not directory.is_dir():
+        raise TfodError(
+            "dataset folder does not exist; make it with `tfod data convert` or `tfod data demo`",
+            directory,
+        )
+    path = directory / DATASET_JSON
+    try:
+        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TfodError(
+            "no dataset.json: not a tfod dataset folder (make one with `tfod data convert`)",
+            directory,
+        ) from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise TfodError(f"cannot read dataset.json: {err}", path) from err
     return summary
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,26 +10,11 @@ from typing import Any
 import numpy as np
 
 from tfod import atomic
-from tfod.data.convert import DATASET_JSON, MEDIUM_AREA, SMALL_AREA
+from tfod.data.convert import MEDIUM_AREA, SMALL_AREA, load_summary
 from tfod.data.tfrecord import DecodedExample, read_examples
 from tfod.errors import TfodError
 
 SAMPLE_COUNT = 12
-
-
-def load_summary(directory: Path) -> dict[str, Any]:
-    """Read a dataset folder's `dataset.json`."""
-    path = directory / DATASET_JSON
-    try:
-        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise TfodError(
-            "no dataset.json: not a tfod dataset folder (make one with `tfod data convert`)",
-            directory,
-        ) from err
-    except (OSError, json.JSONDecodeError) as err:
-        raise TfodError(f"cannot read dataset.json: {err}", path) from err
-    return summary
 
 
 def write_plots(directory: Path, out: Path) -> list[Path]:

@@ -1,0 +1,1 @@
+"""tfod.yaml: the user schema, presets, and their mapping onto Model Garden experiment configs."""

@@ -1,0 +1,164 @@
+"""Pre-flight checks: everything that would fail or silently not learn, found before any step.
+
+Each finding names the tfod.yaml field and says what to do. Errors stop `tfod train`; warnings are
+printed. `tfod config validate` prints them all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from tfod.config.experiment import BN_MIN_RUN_FRACTION, Plan
+from tfod.config.schema import TfodConfig
+from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
+from tfod.errors import TfodError
+
+LR_TOO_HIGH, LR_TOO_LOW = 4.0, 0.25  # factors of the linear-scaling rule
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" or "warning"
+    field: str
+    message: str
+
+
+def run_checks(
+    config: TfodConfig, plan: Plan, summary: dict[str, Any], experiment: Any
+) -> list[Finding]:
+    """All pre-flight findings for this config, plan, dataset summary and resolved experiment."""
+    findings: list[Finding] = []
+
+    def error(field: str, message: str) -> None:
+        findings.append(Finding("error", field, message))
+
+    def warning(field: str, message: str) -> None:
+        findings.append(Finding("warning", field, message))
+
+    _check_data(config, summary, error)
+    model = experiment.task.model
+    _check_classes(config, model.num_classes, error)
+    _check_input_size(list(model.input_size), int(model.max_level), error)
+    if plan.batch_size > plan.train_images:
+        error(
+            "train.batch_size",
+            f"batch {plan.batch_size} is larger than the {plan.train_images} training images; "
+            f"use at most {plan.train_images} (or add images)",
+        )
+    ratio = plan.learning_rate / plan.linear_rule_learning_rate
+    rule = (
+        f"the linear-scaling rule gives {plan.linear_rule_learning_rate:.4g} for batch {plan.batch_size} "
+        f"(the preset's rate scaled by batch/reference batch); `learning_rate: auto` uses it"
+    )
+    if ratio > LR_TOO_HIGH:
+        error(
+            "train.learning_rate",
+            f"{plan.learning_rate:g} is {ratio:.1f}x too high and will likely diverge: {rule}",
+        )
+    elif ratio < LR_TOO_LOW:
+        warning(
+            "train.learning_rate",
+            f"{plan.learning_rate:g} is {1 / ratio:.1f}x below the rule and will learn slowly: {rule}",
+        )
+    momentum = float(model.norm_activation.norm_momentum)
+    window = 1.0 / max(1e-9, 1.0 - momentum)
+    chosen_by_user = momentum != plan.norm_momentum or config.train.norm_momentum != "auto"
+    if chosen_by_user and window * BN_MIN_RUN_FRACTION > plan.steps:
+        needed = math.ceil(window * BN_MIN_RUN_FRACTION)
+        error(
+            "train.norm_momentum",
+            f"batch-norm momentum {momentum} averages its statistics over ~{window:.0f} steps, too slow for "
+            f"{plan.steps} steps: evaluation would use statistics that lag far behind the weights "
+            f"(measured: momentum 0.99 for 300 steps scored AP 0.0 while the loss fell; 0.9 scored 0.59). "
+            f"Use `norm_momentum: auto`, a momentum <= {max(0.0, 1 - BN_MIN_RUN_FRACTION / plan.steps):.3f}, "
+            f"or at least {needed} steps",
+        )
+    if config.model.init_checkpoint:
+        _check_checkpoint(config, experiment, error)
+    return findings
+
+
+def raise_on_errors(findings: list[Finding], console: Console) -> None:
+    """Print warnings; raise one TfodError listing every error."""
+    for f in findings:
+        if f.severity == "warning":
+            console.print(f"[yellow]warning[/yellow] {f.field}: {escape(f.message)}")
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        lines = "\n".join(f"  {f.field}: {f.message}" for f in errors)
+        raise TfodError(
+            f"pre-flight check failed ({len(errors)} error(s)), nothing was trained:\n{lines}"
+        )
+
+
+def _check_data(config: TfodConfig, summary: dict[str, Any], error: Any) -> None:
+    directory = config.data.dir
+    for name in (LABEL_MAP, VAL_COCO_JSON):
+        if not (directory / name).is_file():
+            error("data.dir", f"{directory / name} is missing; re-run `tfod data convert`")
+    for split in ("train", "val"):
+        shards = summary.get("splits", {}).get(split, {}).get("shards", [])
+        missing = [s for s in shards if not (directory / s).is_file()]
+        if not shards or missing:
+            error(
+                "data.dir",
+                f"{split} shards missing in {directory} ({', '.join(missing) or 'none listed'})",
+            )
+        elif not summary["splits"][split].get("images"):
+            error(
+                "data.dir",
+                f"the {split} split of {directory} has no images; convert with a --val-fraction > 0",
+            )
+
+
+def _check_classes(config: TfodConfig, num_classes: int, error: Any) -> None:
+    from tfod.data.labelmap import read_label_map
+
+    path = config.data.dir / LABEL_MAP
+    if not path.is_file():
+        return
+    try:
+        labels = read_label_map(path)
+    except TfodError as err:
+        error("data.dir", str(err))
+        return
+    if num_classes != len(labels) + 1:
+        error(
+            "overrides.task.model.num_classes",
+            f"num_classes {num_classes} disagrees with {path}: {len(labels)} classes + background = "
+            f"{len(labels) + 1}. Remove the override; tfod sets it from the label map",
+        )
+    if sorted(labels) != list(range(1, len(labels) + 1)):
+        error("data.dir", f"{path} ids must be 1..{len(labels)} without gaps")
+
+
+def _check_input_size(size: list[int], max_level: int, error: Any) -> None:
+    stride = 2**max_level
+    for side in size[:2]:
+        if side % stride:
+            lower, upper = side // stride * stride, (side // stride + 1) * stride
+            error(
+                "overrides.task.model.input_size",
+                f"{side} is not a multiple of 2^max_level = {stride}: the FPN's upsampled and lateral "
+                f"features would differ by one cell ('Dimensions must be equal, but are 20 and 19'). "
+                f"Use {lower or stride} or {upper}, or lower max_level",
+            )
+            return
+
+
+def _check_checkpoint(config: TfodConfig, experiment: Any, error: Any) -> None:
+    from tfod.train import finetune
+
+    model = experiment.task.model
+    classifier = model.num_classes * model.anchor.num_scales * len(model.anchor.aspect_ratios)
+    try:
+        finetune.plan_restore(
+            str(config.model.init_checkpoint), experiment.task.init_checkpoint_modules, classifier
+        )
+    except TfodError as err:
+        error("model.init_checkpoint", str(err))

@@ -1,0 +1,207 @@
+"""tfod.yaml + dataset -> a `Plan` (every number the run will use) -> Model Garden's ExperimentConfig.
+
+The experiment is always Model Garden's own registered one, overridden — never a parallel copy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tfod.config.presets import Preset, get_preset
+from tfod.config.schema import TfodConfig
+from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
+from tfod.errors import TfodError
+
+# Batch-norm moving statistics average over ~1/(1 - momentum) steps. `auto` keeps that window
+# within 1/30 of the run; the pre-flight check refuses a window longer than 1/10 of it (measured:
+# momentum 0.99 for 300 steps from scratch gave AP 0.0 at every evaluation; 0.9 gave AP 0.586).
+BN_AUTO_RUN_FRACTION = 30
+BN_MIN_RUN_FRACTION = 10
+BN_MOMENTUM_RANGE = (0.9, 0.99)
+MAX_STEPS_PER_LOOP = 10
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The numbers a run uses, after defaults and `auto` are resolved."""
+
+    preset: str
+    batch_size: int
+    steps: int
+    learning_rate: float
+    linear_rule_learning_rate: float
+    warmup_steps: int
+    norm_momentum: float
+    steps_per_loop: int
+    eval_every: int
+    checkpoint_every: int
+    num_classes: int
+    train_images: int
+    val_images: int
+    dataset_fingerprint: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_plan(
+    config: TfodConfig,
+    summary: dict[str, Any],
+    batch_size: int | None = None,
+    steps: int | None = None,
+) -> Plan:
+    """Resolve defaults and `auto` values; command-line `batch_size`/`steps` win over the file."""
+    preset = get_preset(config.model.preset)
+    train = config.train
+    batch = batch_size or train.batch_size or preset.batch_size
+    n_steps = steps or train.steps or preset.steps
+    linear = preset.base_learning_rate * batch / preset.reference_batch
+    lr = linear if train.learning_rate == "auto" else float(train.learning_rate)
+    warmup = (
+        min(preset.warmup_steps, max(1, n_steps // 10))
+        if train.warmup_steps == "auto"
+        else int(train.warmup_steps)
+    )
+    if train.norm_momentum == "auto":
+        low, high = BN_MOMENTUM_RANGE
+        momentum = round(min(high, max(low, 1 - BN_AUTO_RUN_FRACTION / n_steps)), 4)
+    else:
+        momentum = float(train.norm_momentum)
+    requested_eval = config.eval.every_steps or max(1, n_steps // 10)
+    per_loop = max(1, min(MAX_STEPS_PER_LOOP, requested_eval, n_steps))
+    eval_every = per_loop * math.ceil(requested_eval / per_loop)
+    checkpoint_every = train.checkpoint_every or eval_every
+    return Plan(
+        preset=preset.name,
+        batch_size=batch,
+        steps=n_steps,
+        learning_rate=lr,
+        linear_rule_learning_rate=linear,
+        warmup_steps=warmup,
+        norm_momentum=momentum,
+        steps_per_loop=per_loop,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        num_classes=len(summary.get("classes", [])),
+        train_images=int(summary.get("splits", {}).get("train", {}).get("images", 0)),
+        val_images=int(summary.get("splits", {}).get("val", {}).get("images", 0)),
+        dataset_fingerprint=str(summary.get("fingerprint", "")),
+    )
+
+
+def build_experiment(config: TfodConfig, plan: Plan) -> Any:
+    """Model Garden's ExperimentConfig for this config and plan (validated, not locked).
+
+    Raises:
+        TfodError: an `overrides:` key Model Garden does not know, or a value it rejects.
+    """
+    from official.core import exp_factory
+    from official.vision import registry_imports  # noqa: F401  (registers the experiments)
+
+    preset = get_preset(plan.preset)
+    experiment = exp_factory.get_exp_config(preset.experiment)
+    experiment.override(_tfod_overrides(config, plan, preset), is_strict=True)
+    try:
+        experiment.override(config.overrides, is_strict=True)
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise TfodError(f"Model Garden rejects it: {err}", "overrides") from err
+    try:
+        experiment.validate()
+    except (KeyError, ValueError, AttributeError) as err:
+        raise TfodError(f"Model Garden rejects the resolved config: {err}", "overrides") from err
+    return experiment
+
+
+def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str, Any]:
+    data = config.data.dir
+    augment = set(config.train.augment)
+    model = _merge(
+        preset.model,
+        {
+            "num_classes": plan.num_classes + 1,  # Model Garden counts the background class
+            "input_size": [preset.input_size, preset.input_size, 3],
+            "min_level": preset.min_level,
+            "max_level": preset.max_level,
+            "norm_activation": {"use_sync_bn": False, "norm_momentum": plan.norm_momentum},
+        },
+    )
+    backbone_type = model.get("backbone", {}).get("type")
+    if preset.experiment == "retinanet_mobile_coco" and backbone_type is None:  # SpineNet-Mobile
+        levels = {"min_level": preset.min_level, "max_level": preset.max_level}
+        model = _merge(model, {"backbone": {"spinenet_mobile": levels}})
+    return {
+        "runtime": {"mixed_precision_dtype": "float32"},
+        "task": {
+            "init_checkpoint": config.model.init_checkpoint or "",
+            "init_checkpoint_modules": _modules(config.model.init_modules),
+            # Always our own COCO ground truth: Model Garden's fallback that builds it from the
+            # TFRecords crashes under NumPy 2 (int() of a shape-[1] array in coco_utils).
+            "annotation_file": str(data / VAL_COCO_JSON),
+            "model": model,
+            "train_data": {
+                "input_path": str(data / "train-*.tfrecord"),
+                "global_batch_size": plan.batch_size,
+                "dtype": "float32",
+                "shuffle_buffer_size": max(1, min(10000, plan.train_images)),
+                "seed": config.train.seed,
+                "parser": {
+                    "aug_rand_hflip": "hflip" in augment,
+                    "aug_scale_min": 0.8 if "scale_jitter" in augment else 1.0,
+                    "aug_scale_max": 1.2 if "scale_jitter" in augment else 1.0,
+                },
+            },
+            "validation_data": {
+                "input_path": str(data / "val-*.tfrecord"),
+                "global_batch_size": config.eval.batch_size,
+                "dtype": "float32",
+                "drop_remainder": False,
+            },
+        },
+        "trainer": {
+            "train_steps": plan.steps,
+            "validation_steps": -1,
+            "validation_interval": plan.eval_every,
+            "steps_per_loop": plan.steps_per_loop,
+            "summary_interval": plan.steps_per_loop,
+            "checkpoint_interval": plan.checkpoint_every,
+            "max_to_keep": 5,
+            "optimizer_config": {
+                "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
+                "learning_rate": {
+                    "type": "cosine",
+                    "cosine": {
+                        "initial_learning_rate": plan.learning_rate,
+                        "decay_steps": plan.steps,
+                    },
+                },
+                "warmup": {
+                    "type": "linear",
+                    "linear": {
+                        "warmup_steps": plan.warmup_steps,
+                        "warmup_learning_rate": plan.learning_rate / 10,
+                    },
+                },
+            },
+        },
+    }
+
+
+def _modules(init_modules: str) -> str | list[str]:
+    return "all" if init_modules == "all" else init_modules.split("+")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def label_map_path(config: TfodConfig) -> Path:
+    return config.data.dir / LABEL_MAP

@@ -1,0 +1,154 @@
+"""Presets: named detectors mapped onto Model Garden's registered experiments, adapted for CPU/GPU.
+
+Each preset names a registered experiment and what tfod changes on top of it: the input size and
+pyramid levels, the model parts (Model Garden registers no MobileNetV2 RetinaNet, so those presets
+put a MobileNetV2 backbone and a separable FPN on `retinanet_mobile_coco`), and the learning rate
+the experiment was tuned with at its reference batch (scaled linearly to the user's batch). The
+TPU settings (bfloat16, sync BN, batch 256) are replaced in `tfod.config.experiment`.
+
+Every preset has a "-smoke" twin: the same architecture family, tiny, for tests and CI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfod.errors import TfodError
+
+SMOKE_SUFFIX = "-smoke"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A detector recipe.
+
+    Args:
+        name: the name users write in tfod.yaml.
+        experiment: the Model Garden experiment it starts from.
+        description: one line for `tfod init` and `tfod config presets`.
+        input_size: square input side in pixels (a multiple of 2**max_level).
+        min_level: finest pyramid level.
+        max_level: coarsest pyramid level.
+        model: overrides under `task.model` (backbone, decoder, head, anchors).
+        reference_batch: the global batch `base_learning_rate` was tuned for.
+        base_learning_rate: the experiment's peak learning rate at `reference_batch`.
+        warmup_steps: the experiment's linear warmup, capped for short runs.
+        batch_size: the default global batch.
+        steps: the default number of training steps.
+    """
+
+    name: str
+    experiment: str
+    description: str
+    input_size: int
+    min_level: int
+    max_level: int
+    model: dict[str, Any] = field(default_factory=dict)
+    reference_batch: int = 256
+    base_learning_rate: float = 0.32
+    warmup_steps: int = 2000
+    batch_size: int = 8
+    steps: int = 20000
+
+
+def _mobilenetv2(width: float = 1.0, filters: int = 128, convs: int = 4) -> dict[str, Any]:
+    return {
+        "backbone": {
+            "type": "mobilenet",
+            "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": width},
+        },
+        "decoder": {"type": "fpn", "fpn": {"num_filters": filters, "use_separable_conv": True}},
+        "head": {"num_filters": filters, "num_convs": convs, "use_separable_conv": True},
+        "norm_activation": {"activation": "relu6"},
+    }
+
+
+_REAL = [
+    Preset(
+        "retinanet-mobilenetv2-256",
+        "retinanet_mobile_coco",
+        "MobileNetV2 + separable FPN RetinaNet, 256 px: phones and Edge TPU, CPU-trainable",
+        input_size=256,
+        min_level=3,
+        max_level=6,
+        model=_mobilenetv2(),
+    ),
+    Preset(
+        "retinanet-mobilenetv2-320",
+        "retinanet_mobile_coco",
+        "MobileNetV2 + separable FPN RetinaNet, 320 px: phones, a little more accurate",
+        input_size=320,
+        min_level=3,
+        max_level=6,
+        model=_mobilenetv2(),
+    ),
+    Preset(
+        "retinanet-spinenet49-mobile-384",
+        "retinanet_mobile_coco",
+        "SpineNet-Mobile-49 RetinaNet, 384 px (Model Garden's mobile detector as registered)",
+        input_size=384,
+        min_level=3,
+        max_level=7,
+        model={"backbone": {"spinenet_mobile": {"stochastic_depth_drop_rate": 0.0}}},
+    ),
+    Preset(
+        "retinanet-resnet50-fpn-640",
+        "retinanet_resnetfpn_coco",
+        "ResNet-50 FPN RetinaNet, 640 px: servers and GPUs",
+        input_size=640,
+        min_level=3,
+        max_level=7,
+        warmup_steps=500,
+    ),
+]
+
+_SMOKE = [
+    Preset(
+        "retinanet-mobilenetv2-256" + SMOKE_SUFFIX, "retinanet_mobile_coco",
+        "tiny twin of retinanet-mobilenetv2-256 for tests",
+        input_size=64, min_level=3, max_level=5, model=_mobilenetv2(0.35, 16, 1),
+        batch_size=4, steps=4,
+    ),
+    Preset(
+        "retinanet-mobilenetv2-320" + SMOKE_SUFFIX, "retinanet_mobile_coco",
+        "tiny twin of retinanet-mobilenetv2-320 for tests",
+        input_size=96, min_level=3, max_level=5, model=_mobilenetv2(0.35, 16, 1),
+        batch_size=4, steps=4,
+    ),
+    Preset(
+        "retinanet-spinenet49-mobile-384" + SMOKE_SUFFIX, "retinanet_mobile_coco",
+        "tiny twin of retinanet-spinenet49-mobile-384 for tests",
+        input_size=128, min_level=3, max_level=7,
+        model={
+            "backbone": {"spinenet_mobile": {"model_id": "49XS", "stochastic_depth_drop_rate": 0.0}},
+            "head": {"num_filters": 16, "num_convs": 1},
+        },
+        batch_size=2, steps=4,
+    ),
+    Preset(
+        "retinanet-resnet50-fpn-640" + SMOKE_SUFFIX, "retinanet_resnetfpn_coco",
+        "tiny twin of retinanet-resnet50-fpn-640 (ResNet-18) for tests",
+        input_size=64, min_level=3, max_level=5,
+        model={
+            "backbone": {"type": "resnet", "resnet": {"model_id": 18}},
+            "decoder": {"type": "fpn", "fpn": {"num_filters": 16}},
+            "head": {"num_filters": 16, "num_convs": 1},
+        },
+        warmup_steps=500, batch_size=2, steps=4,
+    ),
+]  # fmt: skip
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [*_REAL, *_SMOKE]}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`, or a TfodError listing the real ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        real = ", ".join(p.name for p in _REAL)
+        raise TfodError(
+            f"unknown preset {name!r}; choose one of {real} (or a '{SMOKE_SUFFIX}' twin)",
+            "model.preset",
+        ) from None

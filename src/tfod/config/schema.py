@@ -1,0 +1,123 @@
+"""The tfod.yaml schema: small and readable; everything else comes from the preset.
+
+```yaml
+name: shapes
+data: {dir: data/demo}
+model: {preset: retinanet-mobilenetv2-256, init_checkpoint: null, init_modules: backbone}
+train: {batch_size: 8, steps: 2000, learning_rate: auto}
+eval: {every_steps: 200, metric: AP}
+overrides: {}   # raw Model Garden params, e.g. {task: {model: {head: {num_convs: 2}}}}
+```
+Relative paths are read from the folder of the tfod.yaml file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tfod.errors import TfodError
+
+Augment = Literal["hflip", "scale_jitter"]
+DEFAULT_AUGMENT: tuple[Augment, ...] = ("hflip", "scale_jitter")
+Metric = Literal["AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax100"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Section):
+    dir: Path = Field(
+        description="dataset folder written by `tfod data convert` or `tfod data demo`"
+    )
+
+
+class ModelSection(_Section):
+    preset: str = "retinanet-mobilenetv2-256"
+    init_checkpoint: str | None = Field(
+        default=None,
+        description="a checkpoint (file prefix or folder) or another tfod run folder to start from",
+    )
+    init_modules: Literal["backbone", "backbone+decoder", "all"] = "backbone"
+
+
+class TrainSection(_Section):
+    batch_size: int | None = Field(default=None, gt=0, description="global batch (default: preset)")
+    steps: int | None = Field(default=None, gt=0, description="training steps (default: preset)")
+    learning_rate: float | Literal["auto"] = Field(
+        default="auto", description="peak rate; auto = preset rate scaled linearly to the batch"
+    )
+    warmup_steps: int | Literal["auto"] = "auto"
+    norm_momentum: float | Literal["auto"] = Field(
+        default="auto", description="batch-norm moving-average momentum; auto fits the run length"
+    )
+    augment: list[Augment] = Field(default_factory=lambda: list(DEFAULT_AUGMENT))
+    checkpoint_every: int | None = Field(default=None, gt=0)
+    seed: int = 0
+
+
+class EvalSection(_Section):
+    every_steps: int | None = Field(default=None, gt=0, description="default: 10 times per run")
+    metric: Metric = "AP"
+    batch_size: int = Field(default=8, gt=0)
+
+
+class TfodConfig(_Section):
+    """A whole tfod.yaml."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    data: DataSection
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_config(path: Path) -> TfodConfig:
+    """Read and validate a tfod.yaml; relative paths become relative to its folder.
+
+    Raises:
+        TfodError: the file is missing, not YAML, or breaks the schema (each bad field named).
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise TfodError(f"cannot read: {err.strerror or err}", path) from err
+    except yaml.YAMLError as err:
+        raise TfodError(f"not valid YAML: {err}", path) from err
+    return parse_config(raw, path)
+
+
+def parse_config(raw: Any, path: Path) -> TfodConfig:
+    """Validate already-parsed YAML content of the file `path`."""
+    if not isinstance(raw, dict):
+        raise TfodError("must be a mapping with at least `name:` and `data: {dir: ...}`", path)
+    try:
+        config = TfodConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            lines.append(f"  {where}: {e['msg']}")
+        raise TfodError("invalid settings:\n" + "\n".join(lines), path) from None
+    base = path.parent
+    data = config.data.model_copy(update={"dir": _resolve(base, config.data.dir)})
+    model = config.model
+    if model.init_checkpoint:
+        model = model.model_copy(
+            update={"init_checkpoint": str(_resolve(base, Path(model.init_checkpoint)))}
+        )
+    return config.model_copy(update={"data": data, "model": model})
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def dump_config(config: TfodConfig) -> str:
+    """The config as YAML (defaults included), for a run folder's copy."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""COCO evaluation of checkpoints: one-off, continuous (--watch) and inline during training."""

@@ -1,0 +1,122 @@
+"""COCO evaluation: a model's detections on the validation split, scored by pycocotools.
+
+Detections come from Model Garden's own validation input pipeline and model call (boxes mapped
+back to original-image pixels with the parser's `image_info`), and are scored against the
+dataset's `val_coco.json` — never against ground truth rebuilt from TFRecords, whose Model Garden
+path crashes under NumPy 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRIC_NAMES = (
+    "AP", "AP50", "AP75", "APs", "APm", "APl",
+    "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl",
+)  # fmt: skip
+
+
+class Detector:
+    """Runs a Model Garden detection model over the validation split of its experiment."""
+
+    def __init__(self, task: Any, experiment: Any, model: Any) -> None:
+        import tensorflow as tf
+
+        self._task = task
+        self._experiment = experiment
+        self._model = model
+
+        @tf.function  # type: ignore[untyped-decorator]
+        def infer(features: Any, labels: Any) -> dict[str, Any]:
+            outputs = model(
+                features,
+                anchor_boxes=labels["anchor_boxes"],
+                image_shape=labels["image_info"][:, 1, :],
+                training=False,
+            )
+            return {
+                "boxes": outputs["detection_boxes"],
+                "scores": outputs["detection_scores"],
+                "classes": outputs["detection_classes"],
+                "count": outputs["num_detections"],
+                "source_id": labels["groundtruths"]["source_id"],
+                "image_info": labels["image_info"],
+            }
+
+        self._infer = infer
+
+    def detect(self, on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """COCO results ([x, y, w, h] in original pixels) for every validation image."""
+        dataset = self._task.build_inputs(self._experiment.task.validation_data)
+        results: list[dict[str, Any]] = []
+        for features, labels in dataset:
+            out = {k: v.numpy() for k, v in self._infer(features, labels).items()}
+            for i in range(out["boxes"].shape[0]):
+                scale = out["image_info"][i, 2, :]  # (y, x) resize factor of the parser
+                n = int(out["count"][i])
+                boxes = out["boxes"][i, :n] / np.tile(scale, 2)
+                image_id = int(out["source_id"][i])
+                for (ymin, xmin, ymax, xmax), score, cls in zip(
+                    boxes, out["scores"][i, :n], out["classes"][i, :n], strict=True
+                ):
+                    results.append(
+                        {
+                            "image_id": image_id,
+                            "category_id": int(cls),
+                            "bbox": [
+                                float(xmin),
+                                float(ymin),
+                                float(xmax - xmin),
+                                float(ymax - ymin),
+                            ],
+                            "score": float(score),
+                        }
+                    )
+            if on_batch is not None:
+                on_batch(out["boxes"].shape[0])
+        return results
+
+
+def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """COCO box metrics and per-class AP of `results` against the COCO JSON `ground_truth`.
+
+    Returns:
+        {"metrics": {AP, AP50, ..., ARl}, "per_class": {class name: AP (None: no ground truth)}}.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO(str(ground_truth))
+        names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
+        if not results or not gt.getAnnIds():
+            empty = -1.0 if not gt.getAnnIds() else 0.0
+            return {
+                "metrics": dict.fromkeys(METRIC_NAMES, empty),
+                "per_class": {
+                    name: (None if not gt.getAnnIds(catIds=[cid]) else 0.0)
+                    for cid, name in names.items()
+                },
+            }
+        dt = gt.loadRes(results)
+        evaluation = COCOeval(gt, dt, iouType="bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    metrics = {
+        name: float(value) for name, value in zip(METRIC_NAMES, evaluation.stats, strict=True)
+    }
+    # precision: [IoU thresholds, recall points, classes, area ranges, max detections]
+    precision = evaluation.eval["precision"]
+    per_class: dict[str, float | None] = {}
+    for k, cid in enumerate(evaluation.params.catIds):
+        values = precision[:, :, k, 0, -1]
+        values = values[values > -1]
+        per_class[names[cid]] = float(values.mean()) if values.size else None
+    return {"metrics": metrics, "per_class": per_class}

@@ -1,0 +1,131 @@
+"""Evaluating a run's checkpoints: once (`tfod eval RUN`), continuously (`--watch`) or inline.
+
+Each evaluation appends one line to metrics.jsonl, writes the detections as a COCO results JSON
+under eval/, writes the metrics to TensorBoard under validation/ and keeps best/.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tfod import atomic
+from tfod.errors import TfodError
+from tfod.evaluate.coco import Detector, coco_metrics
+from tfod.runs.rundir import EXPERIMENT_YAML, FINISHED, RunDir, now
+
+Row = dict[str, Any]
+
+
+def load_experiment(run: RunDir) -> Any:
+    """The run's resolved Model Garden config, read back from experiment.yaml."""
+    from official.core import exp_factory
+    from official.modeling.hyperparams import params_dict
+    from official.vision import registry_imports  # noqa: F401
+
+    from tfod.config.presets import get_preset
+
+    path = run.path / EXPERIMENT_YAML
+    state = run.read()
+    if not path.is_file() or "plan" not in state:
+        raise TfodError(
+            "run has no experiment.yaml yet: the trainer writes it when it starts", run.path
+        )
+    experiment = exp_factory.get_exp_config(get_preset(state["plan"]["preset"]).experiment)
+    params_dict.override_params_dict(experiment, str(path), is_strict=False)
+    return experiment
+
+
+class RunEvaluator:
+    """Evaluates checkpoints of one run with one model built once.
+
+    Args:
+        run: the run folder.
+        experiment, task, model: the trainer's own, for inline evaluation; built from the run's
+            experiment.yaml when omitted.
+    """
+
+    def __init__(
+        self, run: RunDir, experiment: Any = None, task: Any = None, model: Any = None
+    ) -> None:
+        from official.core import task_factory
+
+        self.run = run.require()
+        self.experiment = experiment or load_experiment(run)
+        self.task = task or task_factory.get_task(self.experiment.task, logging_dir=str(run.path))
+        self.model = model or self.task.build_model()
+        self.detector = Detector(self.task, self.experiment, self.model)
+        self.metric = str(run.read().get("eval_metric", "AP"))
+        self.ground_truth = Path(self.experiment.task.annotation_file)
+        self._writer: Any = None
+
+    def evaluate(self, step: int, prefix: Path, restore: bool = True) -> Row:
+        """Evaluate the checkpoint `prefix` (at `step`); `restore=False` uses the live model."""
+        import tensorflow as tf
+
+        if restore:
+            status = tf.train.Checkpoint(model=self.model).read(str(prefix))
+            status.expect_partial().assert_existing_objects_matched()
+        started = time.perf_counter()
+        results = self.detector.detect()
+        scores = coco_metrics(self.ground_truth, results)
+        atomic.write_json(self.run.path / "eval" / f"detections-{step}.json", results)
+        row: Row = {
+            "step": step,
+            "checkpoint": prefix.name,
+            "time": now(),
+            "seconds": round(time.perf_counter() - started, 2),
+            "detections": len(results),
+            **scores,
+        }
+        if step not in {r.get("step") for r in self.run.metrics()}:
+            self.run.append_metrics(row)
+        self._summaries(step, scores)
+        value = scores["metrics"].get(self.metric)
+        if value is not None and Path(f"{prefix}.index").is_file():
+            row["is_best"] = self.run.keep_best(step, prefix, self.metric, float(value or 0.0))
+        return row
+
+    def watch(
+        self, timeout: float, poll: float = 10.0, on_row: Callable[[Row], None] | None = None
+    ) -> int:
+        """Evaluate every new checkpoint once until the run is finished or `timeout` s pass idle.
+
+        Returns:
+            How many checkpoints were evaluated.
+        """
+        done = {int(r["step"]) for r in self.run.metrics() if "step" in r}
+        evaluated, idle_since = 0, time.monotonic()
+        while True:
+            pending = {s: p for s, p in self.run.checkpoints().items() if s not in done}
+            for step, prefix in pending.items():
+                if not Path(f"{prefix}.index").is_file():  # deleted by max_to_keep meanwhile
+                    continue
+                row = self.evaluate(step, prefix)
+                done.add(step)
+                evaluated += 1
+                idle_since = time.monotonic()
+                if on_row is not None:
+                    on_row(row)
+            if pending:
+                continue
+            if self.run.read().get("status") == FINISHED:
+                return evaluated
+            if time.monotonic() - idle_since > timeout:
+                return evaluated
+            time.sleep(poll)
+
+    def _summaries(self, step: int, scores: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.run.path / "validation"))
+        with self._writer.as_default(step=step):
+            for name, value in scores["metrics"].items():
+                tf.summary.scalar(name, value)
+            for name, value in scores["per_class"].items():
+                if value is not None:
+                    tf.summary.scalar(f"AP_per_class/{name}", value)
+        self._writer.flush()

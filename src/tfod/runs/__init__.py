@@ -1,0 +1,1 @@
+"""Run folders: the contract shared by trainer, evaluator, TensorBoard and exporter."""

@@ -1,0 +1,182 @@
+"""The run folder, shared by trainer, evaluator, TensorBoard and exporter.
+
+`runs/NAME/` holds `tfod.yaml` (as given), `experiment.yaml` (the resolved Model Garden config,
+written only by the trainer), `run.json` (status, sessions, versions, seed, dataset fingerprint,
+plan), Model Garden's `ckpt-N` checkpoints and `train/` events, `metrics.jsonl` (one line per
+evaluated checkpoint), `validation/` events, `eval/` detections, `best/` and `train.log`.
+Every file is replaced atomically: any process may die at any moment and readers never see half
+a file.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tfod import atomic
+from tfod.errors import TfodError
+
+RUN_JSON = "run.json"
+METRICS_JSONL = "metrics.jsonl"
+CONFIG_COPY = "tfod.yaml"
+EXPERIMENT_YAML = "experiment.yaml"
+BEST = "best"
+FINISHED = "finished"
+_CKPT = re.compile(r"ckpt-(\d+)$")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a run."""
+    out = {"python": platform.python_version()}
+    for package in ("tfod", "tensorflow", "tf-models-official", "tf-keras", "pycocotools"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def git_revision(directory: Path) -> str | None:
+    """The git revision of the folder the run was started from, if it is a checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+class RunDir:
+    """Paths and atomic state of one run folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / RUN_JSON).is_file()
+
+    def require(self) -> RunDir:
+        """This run, or a TfodError if the folder holds no run."""
+        if not self.exists():
+            raise TfodError(
+                "not a tfod run folder (no run.json); start one with `tfod train`", self.path
+            )
+        return self
+
+    # run.json -------------------------------------------------------------------------------
+    def read(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads((self.path / RUN_JSON).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as err:
+            raise TfodError(f"cannot read run.json: {err}", self.path) from err
+        return state
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        """Merge `fields` into run.json (atomically) and return the new content."""
+        state = self.read()
+        state.update(fields)
+        state["updated"] = now()
+        atomic.write_json(self.path / RUN_JSON, state)
+        return state
+
+    # metrics ---------------------------------------------------------------------------------
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every line of metrics.jsonl (a damaged line is skipped, not fatal)."""
+        path = self.path / METRICS_JSONL
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Add one evaluation to metrics.jsonl by rewriting it whole (atomic)."""
+        path = self.path / METRICS_JSONL
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        atomic.write_text(path, old + json.dumps(row, sort_keys=True) + "\n")
+
+    # checkpoints -----------------------------------------------------------------------------
+    def checkpoints(self) -> dict[int, Path]:
+        """Complete checkpoints by step, as listed in the `checkpoint` state file.
+
+        TensorFlow writes that file only after a checkpoint's own files are complete, so a
+        checkpoint listed there is never half-written.
+        """
+        state = self.path / "checkpoint"
+        if not state.is_file():
+            return {}
+        found: dict[int, Path] = {}
+        for line in state.read_text(encoding="utf-8").splitlines():
+            match = re.match(r'\s*all_model_checkpoint_paths:\s*"(.+)"', line)
+            if not match:
+                continue
+            prefix = Path(match.group(1))
+            prefix = prefix if prefix.is_absolute() else self.path / prefix
+            step = _CKPT.search(prefix.name)
+            if step and Path(f"{prefix}.index").is_file():
+                found[int(step.group(1))] = prefix
+        return dict(sorted(found.items()))
+
+    def checkpoint(self, which: str = "latest") -> tuple[int, Path]:
+        """`latest`, `best` or a step number -> (step, checkpoint prefix)."""
+        if which == "best":
+            best = self.read().get("best")
+            prefix = self.path / BEST / f"ckpt-{best['step']}" if best else None
+            if prefix is None or not Path(f"{prefix}.index").is_file():
+                raise TfodError(
+                    "no best checkpoint yet: it appears after the first evaluation", self.path
+                )
+            return int(best["step"]), prefix  # type: ignore[index]
+        available = self.checkpoints()
+        if not available:
+            raise TfodError("no checkpoint yet: training has not saved one", self.path)
+        if which == "latest":
+            step = max(available)
+            return step, available[step]
+        try:
+            step = int(which)
+        except ValueError:
+            raise TfodError(f"--checkpoint must be latest, best or a step, got {which!r}") from None
+        if step not in available:
+            raise TfodError(
+                f"no checkpoint at step {step}; have {', '.join(map(str, available))}", self.path
+            )
+        return step, available[step]
+
+    def keep_best(self, step: int, prefix: Path, metric: str, value: float) -> bool:
+        """Copy checkpoint `prefix` into best/ if `value` beats the best so far; True if it did."""
+        best = self.read().get("best")
+        if best and best.get("metric") == metric and float(best["value"]) >= value:
+            return False
+        with atomic.atomic_directory(self.path / BEST) as tmp:
+            for part in prefix.parent.glob(prefix.name + ".*"):
+                shutil.copy2(part, tmp / part.name)
+            (tmp / "checkpoint").write_text(
+                f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n',
+                encoding="utf-8",
+            )
+        self.update(best={"step": step, "metric": metric, "value": value})
+        return True

@@ -1,0 +1,140 @@
+"""Starting from a checkpoint: Model Garden's or another tfod run's, restoring the chosen modules.
+
+Model Garden's own `RetinaNetTask.initialize` reads `Checkpoint(backbone=...)` from the root of
+the file. Its trainer's checkpoints have the modules there, but a checkpoint saved as
+`Checkpoint(model=...)` (a custom loop, a Keras script, another codebase) keeps them under `model/`,
+and Model Garden stops with "Found 260 Python objects that were not bound to checkpointed values,
+likely due to changes in the Python program" — naming neither what it looked for nor what the file
+holds (the Object Detection API's version of this trap reads "Variable ... is not available in
+checkpoint"). Its `all` mode also fails on a head trained for another number of classes. Here
+both layouts are detected and restored, such a head is re-initialised, and a checkpoint that
+provides none of the requested modules is an error naming what was expected and what exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tfod.errors import TfodError
+from tfod.runs.rundir import RunDir
+
+MODULES_ALL = ("backbone", "decoder", "head")
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What will be restored from where."""
+
+    checkpoint: str
+    prefix: str  # "" when the modules sit at the root (Model Garden's trainer), else "model/"
+    modules: tuple[str, ...]
+    skipped_head: bool
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint prefix from a run folder (its best, else latest), a folder or a prefix."""
+    import tensorflow as tf
+
+    candidate = Path(path)
+    run = RunDir(candidate)
+    if run.exists():
+        for which in ("best", "latest"):
+            try:
+                return str(run.checkpoint(which)[1])
+            except TfodError:
+                continue
+        raise TfodError("this run has no checkpoint to start from", candidate)
+    if candidate.is_dir():
+        latest = tf.train.latest_checkpoint(str(candidate))
+        if latest is None:
+            raise TfodError("folder holds no checkpoint (no `checkpoint` state file)", candidate)
+        return str(latest)
+    if Path(f"{path}.index").is_file():
+        return path
+    raise TfodError(
+        "checkpoint not found: give a checkpoint prefix (ckpt-N, with ckpt-N.index beside it), "
+        "a folder holding checkpoints, or a tfod run folder",
+        "model.init_checkpoint",
+    )
+
+
+def plan_restore(
+    checkpoint: str, modules: str | list[str], classifier_size: int | None
+) -> RestorePlan:
+    """Check that `checkpoint` holds the `modules` and decide how to read them.
+
+    Args:
+        checkpoint: prefix, folder or run folder.
+        modules: "all" or a list of "backbone" / "decoder".
+        classifier_size: outputs per location of the new model's classifier (classes with
+            background x anchors); a head of another size is re-initialised, not restored.
+
+    Raises:
+        TfodError: missing checkpoint, or none of the requested modules in it.
+    """
+    import tensorflow as tf
+
+    path = resolve_checkpoint(checkpoint)
+    names = [name for name, _ in tf.train.list_variables(path)]
+    wanted = list(MODULES_ALL) if modules == "all" else list(modules)
+    for prefix in ("", "model/"):
+        present = [m for m in wanted if any(n.startswith(f"{prefix}{m}/") for n in names)]
+        if present:
+            break
+    else:
+        tops = sorted(
+            {
+                n.split("/")[0] + ("/" + n.split("/")[1] if n.startswith("model/") else "")
+                for n in names
+            }
+        )
+        raise TfodError(
+            f"none of the requested modules ({', '.join(wanted)}) is in this checkpoint: expected "
+            f"variables under {' or '.join(repr(p + wanted[0] + '/') for p in ('', 'model/'))}; "
+            f"it has {', '.join(tops[:12]) or 'no variables'}. Check model.init_checkpoint and "
+            "model.init_modules.",
+            path,
+        )
+    skipped_head = False
+    head_size = _classifier_size(path, prefix, names) if "head" in present else None
+    if classifier_size is not None and head_size not in (None, classifier_size):
+        present.remove("head")
+        skipped_head = True
+    missing = [m for m in wanted if m not in present and not (m == "head" and skipped_head)]
+    if missing:
+        raise TfodError(
+            f"the checkpoint lacks {', '.join(missing)} (it has {', '.join(present)}); "
+            f"choose model.init_modules among what it has",
+            path,
+        )
+    return RestorePlan(path, prefix, tuple(present), skipped_head)
+
+
+def restore(model: Any, plan: RestorePlan) -> None:
+    """Restore `plan.modules` of `model` from the checkpoint; fail if nothing matched."""
+    import tensorflow as tf
+
+    items = {m: getattr(model, m) for m in plan.modules if getattr(model, m, None) is not None}
+    root = (
+        tf.train.Checkpoint(model=tf.train.Checkpoint(**items))
+        if plan.prefix
+        else tf.train.Checkpoint(**items)
+    )
+    status = root.read(plan.checkpoint)
+    status.expect_partial().assert_existing_objects_matched().assert_nontrivial_match()
+
+
+def _classifier_size(path: str, prefix: str, names: list[str]) -> int | None:
+    """Outputs per location of the checkpoint's RetinaNet classifier, if it has one."""
+    import tensorflow as tf
+
+    for name in names:
+        if (
+            name.startswith(f"{prefix}head/")
+            and "classifier" in name
+            and name.endswith("bias/.ATTRIBUTES/VARIABLE_VALUE")
+        ):
+            return int(tf.train.load_variable(path, name).shape[-1])
+    return None

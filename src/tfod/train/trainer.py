@@ -1,0 +1,318 @@
+"""`tfod train`: Model Garden's own trainer (`official.core.train_lib`) with what users miss.
+
+tfod adds: pre-flight checks, a run folder with run.json, a progress bar (step, steps/s, loss,
+ETA) over a quiet terminal (the raw log goes to RUN/train.log), a clean stop on Ctrl-C or SIGTERM
+(checkpoint saved, status recorded; the same command resumes), robust fine-tuning, and COCO
+evaluation beside training (inline, or by a separate `tfod eval --watch`).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tfod import atomic
+from tfod.config.checks import raise_on_errors, run_checks
+from tfod.config.experiment import Plan, build_experiment, make_plan
+from tfod.config.schema import TfodConfig, dump_config
+from tfod.console import console, native_output_to
+from tfod.data.convert import load_summary
+from tfod.errors import TfodError
+from tfod.runs.rundir import (
+    CONFIG_COPY,
+    EXPERIMENT_YAML,
+    FINISHED,
+    RunDir,
+    git_revision,
+    now,
+    versions,
+)
+
+
+class StopRequested(Exception):
+    """Raised inside the training loop after a checkpoint was saved on Ctrl-C / SIGTERM."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: RunDir
+    status: str
+    step: int
+    last_eval: dict[str, Any] | None
+
+
+def train(
+    config: TfodConfig,
+    runs_dir: Path,
+    run_name: str | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    inline_eval: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `config` into `runs_dir/RUN`, resuming from the run's last checkpoint if it has one.
+
+    Raises:
+        TfodError: a pre-flight check failed, or the run exists with different settings.
+    """
+    summary = load_summary(config.data.dir)
+    plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
+    experiment = build_experiment(config, plan)
+    raise_on_errors(run_checks(config, plan, summary, experiment), console)
+    run = RunDir(runs_dir / (run_name or config.name))
+    _claim(run, config, plan)
+    atomic.write_text(run.path / CONFIG_COPY, dump_config(config))
+    atomic.write_text(
+        run.path / EXPERIMENT_YAML, yaml.safe_dump(experiment.as_dict(), sort_keys=False)
+    )
+    state = run.read()
+    sessions = [*state.get("sessions", []), {"started": now()}]
+    run.update(
+        name=run.name,
+        status="running",
+        created=state.get("created", now()),
+        sessions=sessions,
+        versions=versions(),
+        git_revision=git_revision(Path.cwd()),
+        seed=config.train.seed,
+        dataset={"dir": str(config.data.dir), "fingerprint": plan.dataset_fingerprint},
+        plan=plan.as_dict(),
+        eval_metric=config.eval.metric,
+        evaluator="inline" if inline_eval else "external",
+    )
+    console.print(
+        f"Run [bold]{run.path}[/bold]: {plan.preset}, batch {plan.batch_size}, {plan.steps} steps, "
+        f"lr {plan.learning_rate:.4g}, BN momentum {plan.norm_momentum}; log in {run.path / 'train.log'}"
+    )
+    status, step, last_eval = "failed", 0, None
+    try:
+        with native_output_to(run.path / "train.log"), _stop_signals() as stop:
+            step, last_eval = _run(config, plan, experiment, run, stop, inline_eval, progress)
+        status = FINISHED
+    except KeyboardInterrupt:
+        status = "interrupted"  # a second Ctrl-C: no checkpoint of the last steps
+        raise
+    except StopRequested:
+        status = "stopped"
+        step = int(run.read().get("step", 0))
+        console.print(
+            f"[yellow]Stopped at step {step}; checkpoint saved.[/yellow] Run the same command to resume."
+        )
+    finally:
+        sessions = run.read().get("sessions") or sessions  # _run added this session's start step
+        sessions[-1].update(ended=now(), status=status)
+        run.update(status=status, sessions=sessions, **({"step": step} if step else {}))
+    return TrainResult(run, status, step, last_eval)
+
+
+def _claim(run: RunDir, config: TfodConfig, plan: Plan) -> None:
+    """Refuse to resume a run with other settings (only the number of steps may change)."""
+    if not run.exists():
+        run.path.mkdir(parents=True, exist_ok=True)
+        return
+    old = (
+        yaml.safe_load((run.path / CONFIG_COPY).read_text(encoding="utf-8"))
+        if (run.path / CONFIG_COPY).is_file()
+        else None
+    )
+    new = yaml.safe_load(dump_config(config))
+    old_plan = run.read().get("plan", {})
+    differences = _differences(old or {}, new, ignore={"train.steps"})
+    if old_plan.get("batch_size") not in (None, plan.batch_size):
+        differences.append(f"batch size {old_plan['batch_size']} -> {plan.batch_size}")
+    if differences:
+        raise TfodError(
+            f"run {run.name!r} exists with other settings ({'; '.join(differences[:5])}); resuming it "
+            "would mix them. Pass --run NEW_NAME for a new run, or restore the old settings.",
+            run.path,
+        )
+
+
+def _differences(
+    old: dict[str, Any], new: dict[str, Any], ignore: set[str], prefix: str = ""
+) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        where = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if where in ignore:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, ignore, where + ".")
+        elif a != b:
+            out.append(f"{where}: {a!r} -> {b!r}")
+    return out
+
+
+@contextmanager
+def _stop_signals() -> Iterator[dict[str, bool]]:
+    """First Ctrl-C or SIGTERM asks for a clean stop; a second Ctrl-C interrupts at once."""
+    stop = {"requested": False}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop["requested"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        console.print("[yellow]Stopping after the current steps (saving a checkpoint)...[/yellow]")
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run(
+    config: TfodConfig,
+    plan: Plan,
+    experiment: Any,
+    run: RunDir,
+    stop: dict[str, bool],
+    inline_eval: bool,
+    progress: bool,
+) -> tuple[int, dict[str, Any] | None]:
+    import tensorflow as tf
+    import tf_keras
+    from official.common import distribute_utils
+    from official.core import train_lib
+
+    from tfod.train.task import TfodRetinaNetTask
+
+    tf_keras.utils.set_random_seed(config.train.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and plan.batch_size % len(gpus):
+        raise TfodError(
+            f"batch size {plan.batch_size} must be a multiple of the {len(gpus)} GPUs",
+            "train.batch_size",
+        )
+    experiment.runtime.distribution_strategy = "mirrored" if len(gpus) > 1 else "one_device"
+    experiment.runtime.num_gpus = len(gpus)
+    strategy = distribute_utils.get_distribution_strategy(
+        distribution_strategy=experiment.runtime.distribution_strategy, num_gpus=len(gpus)
+    )
+    with strategy.scope():
+        task = TfodRetinaNetTask(experiment.task, logging_dir=str(run.path))
+
+    holder: dict[str, Any] = {}
+    last_eval: dict[str, Any] | None = None
+    bar = _ProgressBar(plan.steps, progress)
+
+    def global_step() -> int:
+        return int(holder["runner"].trainer.global_step.numpy())
+
+    def on_loop(output: dict[str, Any]) -> None:
+        nonlocal last_eval
+        step = global_step()
+        run.update(step=step)
+        bar.update(step, float(output.get("total_loss", float("nan"))))
+        manager = holder["runner"].checkpoint_manager
+        at_eval = inline_eval and (step % plan.eval_every == 0 or step >= plan.steps)
+        if at_eval or stop["requested"]:
+            manager.save(checkpoint_number=step, check_interval=False)
+        if at_eval:
+            last_eval = _evaluate_inline(holder, run, experiment, task, step, bar)
+        if stop["requested"]:
+            raise StopRequested
+
+    runner = train_lib.OrbitExperimentRunner(
+        distribution_strategy=strategy,
+        task=task,
+        mode="train",
+        params=experiment,
+        model_dir=str(run.path),
+        train_actions=[on_loop],
+    )
+    holder["runner"] = runner
+    start = global_step()
+    if task.restored is not None:
+        run.update(initialized_from=task.restored)
+    sessions = run.read().get("sessions", [])
+    if sessions:
+        sessions[-1]["start_step"] = start
+        run.update(sessions=sessions)
+    if start >= plan.steps:
+        console.print(f"Run already at step {start} of {plan.steps}; nothing to train.")
+        return start, None
+    if start:
+        console.print(f"Resuming from step {start}.")
+    with bar:
+        bar.start(start)
+        runner.run()
+    return global_step(), last_eval
+
+
+def _evaluate_inline(
+    holder: dict[str, Any], run: RunDir, experiment: Any, task: Any, step: int, bar: _ProgressBar
+) -> dict[str, Any]:
+    from tfod.evaluate.evaluator import RunEvaluator
+
+    if "evaluator" not in holder:
+        holder["evaluator"] = RunEvaluator(run, experiment, task, holder["runner"].trainer.model)
+    evaluator = holder["evaluator"]
+    _, prefix = run.checkpoint(str(step))
+    row: dict[str, Any] = evaluator.evaluate(step, prefix, restore=False)
+    m = row["metrics"]
+    best = " [green](best)[/green]" if row.get("is_best") else ""
+    bar.log(f"step {step}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}{best}")
+    return row
+
+
+class _ProgressBar:
+    """Step, steps/s, loss and ETA; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self._task: Any = None
+        self._started = 0.0
+        self._first_step = 0
+
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+    def start(self, step: int) -> None:
+        self._first_step, self._started = step, time.monotonic()
+        if self.enabled:
+            self._task = self._progress.add_task(
+                "train", total=self.total, completed=step, rate="tracing the graph...", loss="-"
+            )
+
+    def update(self, step: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self._started
+        rate = (step - self._first_step) / elapsed if elapsed > 0 else 0.0
+        self._progress.update(
+            self._task, completed=step, rate=f"{rate:.2f} steps/s", loss=f"{loss:.3f}"
+        )
+
+    def log(self, message: str) -> None:
+        (self._progress.console if self.enabled else console).print(message)

@@ -1,0 +1,139 @@
+"""Each pre-flight check fires on the input it exists for, with a message naming field and fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import smoke_config
+from tfod.config.checks import Finding, run_checks
+from tfod.config.experiment import build_experiment, make_plan
+from tfod.config.schema import TfodConfig, load_config
+from tfod.data.convert import load_summary
+from tfod.errors import TfodError
+
+
+def _findings(config: TfodConfig) -> list[Finding]:
+    summary = load_summary(config.data.dir)
+    plan = make_plan(config, summary)
+    return run_checks(config, plan, summary, build_experiment(config, plan))
+
+
+def _only(findings: list[Finding], severity: str = "error") -> Finding:
+    matching = [f for f in findings if f.severity == severity]
+    assert len(matching) == 1, findings
+    return matching[0]
+
+
+def test_a_sound_config_passes(demo_data: Path) -> None:
+    assert _findings(smoke_config(demo_data)) == []
+
+
+def test_input_size_not_a_multiple_of_the_coarsest_level(demo_data: Path) -> None:
+    config = smoke_config(demo_data, overrides={"task": {"model": {"input_size": [80, 80, 3]}}})
+    finding = _only(_findings(config))
+    assert finding.field == "overrides.task.model.input_size"
+    assert "not a multiple of 2^max_level = 32" in finding.message
+    assert "Use 64 or 96" in finding.message and "20 and 19" in finding.message
+
+
+def test_num_classes_disagreeing_with_the_label_map(demo_data: Path) -> None:
+    config = smoke_config(demo_data, overrides={"task": {"model": {"num_classes": 3}}})
+    finding = _only(_findings(config))
+    assert "3 classes + background = 4" in finding.message
+
+
+def test_batch_larger_than_the_training_split(demo_data: Path) -> None:
+    finding = _only(_findings(smoke_config(demo_data, train={"batch_size": 64})))
+    assert finding.field == "train.batch_size" and "training images" in finding.message
+
+
+def test_learning_rate_far_above_the_linear_rule_is_an_error(demo_data: Path) -> None:
+    finding = _only(_findings(smoke_config(demo_data, train={"learning_rate": 0.5})))
+    assert finding.field == "train.learning_rate" and "diverge" in finding.message
+    assert "linear-scaling rule gives 0.005 for batch 4" in finding.message
+
+
+def test_learning_rate_far_below_the_rule_is_a_warning(demo_data: Path) -> None:
+    findings = _findings(smoke_config(demo_data, train={"learning_rate": 0.0001}))
+    assert _only(findings, "warning").field == "train.learning_rate"
+    assert not [f for f in findings if f.severity == "error"]
+
+
+def test_batch_norm_too_slow_for_the_run(demo_data: Path) -> None:
+    config = smoke_config(demo_data, train={"steps": 300, "norm_momentum": 0.99})
+    finding = _only(_findings(config))
+    assert finding.field == "train.norm_momentum"
+    assert "~100 steps" in finding.message and "AP 0.0" in finding.message
+    assert "at least 1000 steps" in finding.message
+    assert _findings(smoke_config(demo_data, train={"steps": 300})) == []  # auto picks 0.9
+
+
+def test_missing_checkpoint(demo_data: Path, tmp_path: Path) -> None:
+    config = smoke_config(demo_data, model={"init_checkpoint": str(tmp_path / "nope")})
+    finding = _only(_findings(config))
+    assert finding.field == "model.init_checkpoint" and "checkpoint not found" in finding.message
+
+
+def test_checkpoint_without_the_requested_modules(demo_data: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    prefix = tf.train.Checkpoint(classifier=tf.Variable([1.0])).write(str(tmp_path / "other"))
+    config = smoke_config(demo_data, model={"init_checkpoint": prefix})
+    finding = _only(_findings(config))
+    assert "none of the requested modules (backbone)" in finding.message
+    assert "'backbone/'" in finding.message and "classifier" in finding.message
+
+
+def test_missing_label_map_and_shards(demo_data: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "data"
+    shutil.copytree(demo_data, broken)
+    (broken / "label_map.pbtxt").unlink()
+    next(broken.glob("val-*.tfrecord")).unlink()
+    messages = [f.message for f in _findings(smoke_config(broken)) if f.severity == "error"]
+    assert any("label_map.pbtxt is missing" in m for m in messages)
+    assert any("val shards missing" in m for m in messages)
+
+
+def test_missing_dataset_folder(tmp_path: Path) -> None:
+    with pytest.raises(TfodError, match="dataset folder does not exist"):
+        _findings(smoke_config(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "x"}, "data: Field required"),
+        (
+            {"name": "x", "data": {"dir": "d"}, "train": {"steps": 0}},
+            "train.steps: Input should be greater than 0",
+        ),
+        (
+            {"name": "x", "data": {"dir": "d"}, "train": {"stpes": 5}},
+            "train.stpes: Extra inputs are not permitted",
+        ),
+        ({"name": "bad name!", "data": {"dir": "d"}}, "name: String should match pattern"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
+def test_schema_errors_name_the_field(tmp_path: Path, raw: Any, message: str) -> None:
+    import yaml
+
+    path = tmp_path / "tfod.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(TfodError, match=message.replace("(", r"\(")):
+        load_config(path)
+
+
+def test_unknown_model_garden_override_is_named(demo_data: Path) -> None:
+    config = smoke_config(demo_data, overrides={"task": {"model": {"no_such_field": 1}}})
+    with pytest.raises(TfodError, match=r"overrides.*no_such_field"):
+        _findings(config)
+
+
+def test_unknown_preset(demo_data: Path) -> None:
+    with pytest.raises(TfodError, match="unknown preset 'yolo'"):
+        _findings(smoke_config(demo_data, model={"preset": "yolo"}))

@@ -1,0 +1,83 @@
+"""Every preset and its smoke twin resolves onto Model Garden and validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import smoke_config
+from tfod.config.experiment import build_experiment, make_plan
+from tfod.config.presets import PRESETS, SMOKE_SUFFIX
+from tfod.config.schema import TfodConfig
+from tfod.data.convert import load_summary
+
+REAL = [name for name in PRESETS if not name.endswith(SMOKE_SUFFIX)]
+
+
+def test_every_real_preset_has_a_smoke_twin() -> None:
+    assert len(REAL) >= 4
+    for name in REAL:
+        assert name + SMOKE_SUFFIX in PRESETS
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_resolves_and_validates(name: str, demo_data: Path) -> None:
+    config = smoke_config(
+        demo_data, model={"preset": name}, train={"steps": None, "batch_size": None}
+    )
+    plan = make_plan(config, load_summary(demo_data))
+    experiment = build_experiment(config, plan)
+    experiment.validate()
+    task, preset = experiment.task, PRESETS[name]
+    assert task.model.num_classes == 4  # 3 shapes + background
+    assert task.model.input_size == [preset.input_size, preset.input_size, 3]
+    assert preset.input_size % 2**task.model.max_level == 0
+    assert task.init_checkpoint == ""  # never a remote (gs://) default
+    assert task.annotation_file == str(demo_data / "val_coco.json")
+    assert experiment.runtime.mixed_precision_dtype == "float32"  # not the TPU's bfloat16
+    assert task.model.norm_activation.use_sync_bn is False
+    assert task.train_data.dtype == "float32"
+    assert task.validation_data.drop_remainder is False  # every validation image is evaluated
+    if name.startswith("retinanet-mobilenetv2"):
+        assert task.model.backbone.type == "mobilenet"
+        assert task.model.backbone.mobilenet.model_id == "MobileNetV2"
+        assert task.model.decoder.type == "fpn"
+
+
+def test_auto_learning_rate_follows_the_linear_rule(demo_data: Path) -> None:
+    summary = load_summary(demo_data)
+    base = make_plan(smoke_config(demo_data, train={"batch_size": 4}), summary)
+    double = make_plan(smoke_config(demo_data, train={"batch_size": 8}), summary)
+    assert double.learning_rate == pytest.approx(2 * base.learning_rate)
+    assert 1 <= base.warmup_steps <= base.steps
+
+
+def test_auto_bn_momentum_fits_the_run_length(demo_data: Path) -> None:
+    summary = load_summary(demo_data)
+    short = make_plan(smoke_config(demo_data, train={"steps": 300}), summary)
+    long = make_plan(smoke_config(demo_data, train={"steps": 50000}), summary)
+    assert short.norm_momentum == 0.9
+    assert long.norm_momentum == 0.99
+
+
+def test_overrides_reach_model_garden(demo_data: Path) -> None:
+    config = smoke_config(demo_data, overrides={"task": {"model": {"head": {"num_convs": 3}}}})
+    experiment = build_experiment(config, make_plan(config, load_summary(demo_data)))
+    assert experiment.task.model.head.num_convs == 3
+
+
+def test_init_writes_a_valid_commented_config(tmp_path: Path, demo_data: Path) -> None:
+    import yaml
+
+    from tfod.config.schema import load_config
+    from tfod.config.template import write_template
+
+    out = tmp_path / "tfod.yaml"
+    write_template(out, demo_data, "retinanet-mobilenetv2-320", None, force=False)
+    text = out.read_text()
+    assert "# presets:" in text and "retinanet-resnet50-fpn-640" in text
+    config = load_config(out)
+    assert isinstance(config, TfodConfig)
+    assert config.data.dir == demo_data.resolve()
+    assert yaml.safe_load(text)["model"]["preset"] == "retinanet-mobilenetv2-320"

@@ -1,0 +1,136 @@
+"""COCO evaluation agrees with pycocotools; --watch evaluates each new checkpoint exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import smoke_config
+from tfod.config.schema import dump_config
+from tfod.evaluate.coco import METRIC_NAMES, coco_metrics
+from tfod.runs.rundir import RunDir
+
+
+def _pycocotools(ground_truth: Path, results: list[dict]) -> np.ndarray:
+    """COCO stats computed straight with pycocotools, as any COCO user would."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ground_truth))
+        evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation.stats
+
+
+def test_metrics_match_pycocotools_on_the_same_detections(demo_data: Path) -> None:
+    ground_truth = demo_data / "val_coco.json"
+    gt = json.loads(ground_truth.read_text())
+    rng = np.random.default_rng(0)
+    results = []
+    for ann in gt["annotations"]:  # jittered true boxes, some with the wrong class, plus noise
+        x, y, w, h = ann["bbox"]
+        dx, dy = rng.normal(0, 0.1 * w), rng.normal(0, 0.1 * h)
+        wrong = rng.random() < 0.2
+        category = ann["category_id"] % 3 + 1 if wrong else ann["category_id"]
+        results.append({"image_id": ann["image_id"], "category_id": category,
+                        "bbox": [x + dx, y + dy, w, h], "score": float(rng.random())})  # fmt: skip
+    results.append(
+        {"image_id": gt["images"][0]["id"], "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.9}
+    )
+    ours = coco_metrics(ground_truth, results)
+    stats = _pycocotools(ground_truth, results)
+    assert [ours["metrics"][name] for name in METRIC_NAMES] == pytest.approx(list(stats), abs=1e-12)
+    assert 0.2 < ours["metrics"]["AP50"] < 1.0
+    assert set(ours["per_class"]) == {"circle", "square", "triangle"}
+    present = [v for v in ours["per_class"].values() if v is not None]
+    assert np.mean(present) == pytest.approx(ours["metrics"]["AP"], abs=1e-9)
+
+
+def test_no_detections_scores_zero(demo_data: Path) -> None:
+    scores = coco_metrics(demo_data / "val_coco.json", [])
+    assert scores["metrics"]["AP"] == 0.0 and scores["metrics"]["AP50"] == 0.0
+
+
+@pytest.mark.slow
+def test_eval_of_a_run_matches_pycocotools_on_its_saved_detections(smoke_run: Path) -> None:
+    from tfod.evaluate.evaluator import RunEvaluator
+
+    run = RunDir(smoke_run)
+    step, prefix = run.checkpoint("latest")
+    row = RunEvaluator(run).evaluate(step, prefix)
+    results = json.loads((smoke_run / "eval" / f"detections-{step}.json").read_text())
+    assert len(results) == row["detections"] > 0
+    stats = _pycocotools(
+        Path(json.loads((smoke_run / "run.json").read_text())["dataset"]["dir"]) / "val_coco.json",
+        results,
+    )
+    assert [row["metrics"][n] for n in METRIC_NAMES] == pytest.approx(list(stats), abs=1e-12)
+    assert [r["step"] for r in run.metrics()] == [2, 4], "re-evaluating does not duplicate a line"
+
+
+@pytest.mark.slow
+def test_watch_evaluates_each_new_checkpoint_once_and_stops_when_training_finishes(
+    demo_data: Path, tmp_path: Path
+) -> None:
+    from tfod.evaluate.evaluator import RunEvaluator
+
+    config = smoke_config(
+        demo_data,
+        name="watched",
+        train={"steps": 30, "checkpoint_every": 10},
+        eval={"every_steps": 10},
+    )
+    path = tmp_path / "tfod.yaml"
+    path.write_text(dump_config(config))
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "tfod", "train", str(path), "--no-eval"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    run = RunDir(tmp_path / "runs" / "watched")
+    deadline = time.monotonic() + 300
+    while not (run.path / "experiment.yaml").is_file():
+        assert trainer.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    seen: list[int] = []
+    count = RunEvaluator(run).watch(
+        timeout=240, poll=0.5, on_row=lambda row: seen.append(row["step"])
+    )
+    output, _ = trainer.communicate(timeout=60)
+    assert trainer.returncode == 0, output
+    assert run.read()["status"] == "finished"
+    assert seen == [10, 20, 30] and count == 3
+    assert [r["step"] for r in run.metrics()] == [10, 20, 30]
+    assert run.read()["best"]["step"] in (10, 20, 30)
+
+
+def test_model_garden_ground_truth_fallback_is_still_broken_under_numpy2() -> None:
+    """Why tfod always passes val_coco.json: Model Garden's own ground-truth builder calls int()
+    on per-image entries, which NumPy 2 refuses for shape-[1] arrays.
+
+    If this starts failing, Model Garden fixed it and the workaround can be reconsidered.
+    """
+    from official.vision.evaluation import coco_utils
+
+    groundtruths = {
+        "source_id": [np.array([1])],
+        "height": [np.array([[100]])],
+        "width": [np.array([100])],
+        "num_detections": [np.array([1])],
+        "boxes": [np.array([[[10.0, 10.0, 50.0, 50.0]]])],
+        "classes": [np.array([[1]])],
+        "is_crowds": [np.array([[0]])],
+        "areas": [np.array([[1600.0]])],
+    }
+    with pytest.raises(TypeError, match="only 0-dimensional arrays"):
+        coco_utils.convert_groundtruths_to_coco_dataset(groundtruths)
