@@ -293,6 +293,76 @@ def demo(
         print_metrics(console, result.last_eval, title=f"Demo run {result.run.path}: COCO metrics")
 
 
+runs_app = typer.Typer(help="List, inspect and compare runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list(
+    runs_dir: Annotated[
+        Path, typer.Argument(envvar="TFOD_RUNS_DIR", help="Folder of runs.")
+    ] = Path("runs"),
+    sort: Annotated[
+        str, typer.Option(help="Column to sort by, e.g. best_ap, created, name.")
+    ] = "created",
+    desc: Annotated[bool, typer.Option("--desc", help="Largest first.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summaries as JSON to stdout.")
+    ] = False,
+) -> None:
+    """One table of every run: status, preset, batch, steps, best AP and when, loss, time."""
+    from tfod.runs.registry import list_runs, sort_runs
+    from tfod.runs.report import print_run_list
+
+    runs = sort_runs(list_runs(runs_dir), sort, desc)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in runs], indent=2))
+        return
+    print_run_list(console, runs)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    plots: Annotated[bool, typer.Option(help="(Re)draw the run's plots under RUN/plots.")] = True,
+) -> None:
+    """One run in detail: summary, every evaluation, and its plots."""
+    from tfod.runs.report import print_run
+    from tfod.runs.rundir import RunDir
+
+    run_dir = RunDir(run).require()
+    print_run(console, run_dir)
+    if plots:
+        from tfod.runs.plots import write_run_plots
+
+        with native_output_to(run / "plots.log"):
+            written = write_run_plots(run_dir)
+        for path in written:
+            console.print(f"Plot: {escape(str(path))}")
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders.")],
+    plot: Annotated[
+        Path | None, typer.Option(help="Where to draw their curves (default: RUNS/compare.png).")
+    ] = None,
+) -> None:
+    """What differs between runs (resolved settings) and how their metrics moved, plus one plot."""
+    from tfod.runs.plots import compare_plot
+    from tfod.runs.report import print_comparison
+    from tfod.runs.rundir import RunDir
+
+    if len(runs) < 2:
+        raise TfodError("give at least two runs to compare")
+    run_dirs = [RunDir(r).require() for r in runs]
+    print_comparison(console, run_dirs)
+    out = plot or runs[0].parent / "compare.png"
+    with native_output_to(run_dirs[0].path / "plots.log"):
+        compare_plot(run_dirs, out)
+    console.print(f"Plot: {escape(str(out))}")
+
+
 def main() -> None:
     """Entry point: run the app; a `TfodError` is one red line, not a traceback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -45,6 +45,16 @@ class ModelSection(_Section):
     init_modules: Literal["backbone", "backbone+decoder", "all"] = "backbone"
 
 
+class EarlyStop(_Section):
+    metric: Metric = "AP"
+    patience: int = Field(
+        default=3, gt=0, description="evaluations without improvement before stopping"
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0, description="smallest gain that counts as improvement"
+    )
+
+
 class TrainSection(_Section):
     batch_size: int | None = Field(default=None, gt=0, description="global batch (default: preset)")
     steps: int | None = Field(default=None, gt=0, description="training steps (default: preset)")
@@ -57,6 +67,7 @@ class TrainSection(_Section):
     )
     augment: list[Augment] = Field(default_factory=lambda: list(DEFAULT_AUGMENT))
     checkpoint_every: int | None = Field(default=None, gt=0)
+    early_stop: EarlyStop | None = Field(default=None, description="stop when the metric plateaus")
     seed: int = 0
 
 

@@ -9,19 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from tfod import atomic
 from tfod.data.convert import MEDIUM_AREA, SMALL_AREA, load_summary
 from tfod.data.tfrecord import DecodedExample, read_examples
 from tfod.errors import TfodError
+from tfod.figures import save_png, use_headless_backend
 
 SAMPLE_COUNT = 12
 
 
 def write_plots(directory: Path, out: Path) -> list[Path]:
     """Write classes.png, boxes.png and samples.png for the dataset in `directory` into `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    use_headless_backend()
     summary = load_summary(directory)
     shards = [directory / name for split in summary["splits"].values() for name in split["shards"]]
     missing = [p for p in shards if not p.is_file()]
@@ -30,20 +28,10 @@ def write_plots(directory: Path, out: Path) -> list[Path]:
     examples = list(read_examples(shards))
     names = {c["id"]: c["name"] for c in summary["classes"]}
     return [
-        _save(out / "classes.png", _class_figure(summary)),
-        _save(out / "boxes.png", _box_figure(examples)),
-        _save(out / "samples.png", _sample_figure(examples, names)),
+        save_png(out / "classes.png", _class_figure(summary)),
+        save_png(out / "boxes.png", _box_figure(examples)),
+        save_png(out / "samples.png", _sample_figure(examples, names)),
     ]
-
-
-def _save(path: Path, figure: Any) -> Path:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    atomic.write_bytes(path, buffer.getvalue())
-    return path
 
 
 def _class_figure(summary: dict[str, Any]) -> Any:

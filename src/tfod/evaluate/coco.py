@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+RECALL_POINTS = 101  # COCOeval's recall thresholds 0.00, 0.01, ..., 1.00
 METRIC_NAMES = (
     "AP", "AP50", "AP75", "APs", "APm", "APl",
     "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl",
@@ -87,7 +88,8 @@ def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str,
     """COCO box metrics and per-class AP of `results` against the COCO JSON `ground_truth`.
 
     Returns:
-        {"metrics": {AP, AP50, ..., ARl}, "per_class": {class name: AP (None: no ground truth)}}.
+        {"metrics": {AP, AP50, ..., ARl}, "per_class": {class name: AP (None: no ground truth)},
+        "pr": {class name: precision at 101 recall points, IoU 0.5 (None: no ground truth)}}.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -97,12 +99,11 @@ def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str,
         names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
         if not results or not gt.getAnnIds():
             empty = -1.0 if not gt.getAnnIds() else 0.0
+            has_truth = {name: bool(gt.getAnnIds(catIds=[cid])) for cid, name in names.items()}
             return {
                 "metrics": dict.fromkeys(METRIC_NAMES, empty),
-                "per_class": {
-                    name: (None if not gt.getAnnIds(catIds=[cid]) else 0.0)
-                    for cid, name in names.items()
-                },
+                "per_class": {n: (0.0 if t else None) for n, t in has_truth.items()},
+                "pr": {n: ([0.0] * RECALL_POINTS if t else None) for n, t in has_truth.items()},
             }
         dt = gt.loadRes(results)
         evaluation = COCOeval(gt, dt, iouType="bbox")
@@ -115,8 +116,11 @@ def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str,
     # precision: [IoU thresholds, recall points, classes, area ranges, max detections]
     precision = evaluation.eval["precision"]
     per_class: dict[str, float | None] = {}
+    pr: dict[str, list[float] | None] = {}
     for k, cid in enumerate(evaluation.params.catIds):
         values = precision[:, :, k, 0, -1]
         values = values[values > -1]
         per_class[names[cid]] = float(values.mean()) if values.size else None
-    return {"metrics": metrics, "per_class": per_class}
+        at_50 = precision[0, :, k, 0, -1]  # IoU 0.5, all areas, 100 detections
+        pr[names[cid]] = [max(0.0, float(v)) for v in at_50] if (at_50 > -1).any() else None
+    return {"metrics": metrics, "per_class": per_class, "pr": pr}

@@ -72,6 +72,7 @@ class RunEvaluator:
         results = self.detector.detect()
         scores = coco_metrics(self.ground_truth, results)
         atomic.write_json(self.run.path / "eval" / f"detections-{step}.json", results)
+        atomic.write_json(self.run.path / "eval" / f"pr-{step}.json", scores.pop("pr"))
         row: Row = {
             "step": step,
             "checkpoint": prefix.name,

@@ -8,7 +8,9 @@ evaluation beside training (inline, or by a separate `tfod eval --watch`).
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from tfod import atomic
 from tfod.config.checks import raise_on_errors, run_checks
 from tfod.config.experiment import Plan, build_experiment, make_plan
-from tfod.config.schema import TfodConfig, dump_config
+from tfod.config.schema import EarlyStop, TfodConfig, dump_config
 from tfod.console import console, native_output_to
 from tfod.data.convert import load_summary
 from tfod.errors import TfodError
@@ -39,6 +41,31 @@ from tfod.runs.rundir import (
 
 class StopRequested(Exception):
     """Raised inside the training loop after a checkpoint was saved on Ctrl-C / SIGTERM."""
+
+
+class EarlyStopped(Exception):
+    """Raised inside the training loop when the metric has plateaued; the message says why."""
+
+
+def plateau_reason(rows: list[dict[str, Any]], rule: EarlyStop) -> str | None:
+    """Why training should stop under `rule`, given the evaluations so far (None: go on)."""
+    values = sorted(
+        (int(r["step"]), float(r["metrics"][rule.metric]))
+        for r in rows
+        if "step" in r and isinstance(r.get("metrics", {}).get(rule.metric), (int, float))
+    )
+    best, best_step, since = float("-inf"), None, 0
+    for step, value in values:
+        if value > best + rule.min_delta:
+            best, best_step, since = value, step, 0
+        else:
+            since += 1
+    if since >= rule.patience:
+        return (
+            f"{rule.metric} has not improved by more than {rule.min_delta:g} in {since} evaluations "
+            f"(best {best:.3f} at step {best_step})"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,7 @@ def train(
         plan=plan.as_dict(),
         eval_metric=config.eval.metric,
         evaluator="inline" if inline_eval else "external",
+        process={"host": socket.gethostname(), "pid": os.getpid()},
     )
     console.print(
         f"Run [bold]{run.path}[/bold]: {plan.preset}, batch {plan.batch_size}, {plan.steps} steps, "
@@ -100,6 +128,11 @@ def train(
     except KeyboardInterrupt:
         status = "interrupted"  # a second Ctrl-C: no checkpoint of the last steps
         raise
+    except EarlyStopped as reason:
+        status, step = FINISHED, int(run.read().get("step", 0))
+        run.update(early_stopped={"step": step, "reason": str(reason)})
+        console.print(f"[green]Stopped early at step {step}:[/green] {reason}.")
+        last_eval = next((r for r in reversed(run.metrics()) if r.get("step") == step), None)
     except StopRequested:
         status = "stopped"
         step = int(run.read().get("step", 0))
@@ -110,7 +143,21 @@ def train(
         sessions = run.read().get("sessions") or sessions  # _run added this session's start step
         sessions[-1].update(ended=now(), status=status)
         run.update(status=status, sessions=sessions, **({"step": step} if step else {}))
+    _plot(run)
     return TrainResult(run, status, step, last_eval)
+
+
+def _plot(run: RunDir) -> None:
+    """Draw the run's plots; a plotting problem never fails a finished training."""
+    from tfod.runs.plots import write_run_plots
+
+    try:
+        with native_output_to(run.path / "train.log"):
+            written = write_run_plots(run)
+    except Exception as err:  # plots are a convenience; the run itself is complete
+        console.print(f"[yellow]warning[/yellow]: could not draw the plots ({err})")
+        return
+    console.print(f"Plots: {run.path / 'plots'} ({', '.join(p.name for p in written)})")
 
 
 def _claim(run: RunDir, config: TfodConfig, plan: Plan) -> None:
@@ -214,14 +261,20 @@ def _run(
     def on_loop(output: dict[str, Any]) -> None:
         nonlocal last_eval
         step = global_step()
-        run.update(step=step)
-        bar.update(step, float(output.get("total_loss", float("nan"))))
+        loss = float(output.get("total_loss", float("nan")))
+        run.update(step=step, loss=loss)
+        bar.update(step, loss)
         manager = holder["runner"].checkpoint_manager
         at_eval = inline_eval and (step % plan.eval_every == 0 or step >= plan.steps)
         if at_eval or stop["requested"]:
             manager.save(checkpoint_number=step, check_interval=False)
         if at_eval:
             last_eval = _evaluate_inline(holder, run, experiment, task, step, bar)
+        rule = config.train.early_stop
+        reason = plateau_reason(run.metrics(), rule) if rule is not None else None
+        if reason is not None:
+            manager.save(checkpoint_number=step, check_interval=False)
+            raise EarlyStopped(reason)
         if stop["requested"]:
             raise StopRequested
 
