@@ -240,6 +240,36 @@ def train(
         print_metrics(console, result.last_eval)
 
 
+@app.command("batch-size")
+def batch_size(
+    config: ConfigPath,
+    target: Annotated[
+        float, typer.Option(help="Fraction of device memory the batch may use.")
+    ] = 0.8,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Largest batch to consider (default: the training split).")
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Measure again even if a result is cached.")] = False,
+    memory_gb: Annotated[
+        float | None, typer.Option(help="Device memory to plan for (default: measured).")
+    ] = None,
+) -> None:
+    """Find the largest batch that trains on this device: real steps, measured, fitted, confirmed."""
+    from tfod.config.experiment import build_experiment, make_plan
+    from tfod.config.schema import load_config
+    from tfod.data.convert import load_summary
+    from tfod.train.batch_size import cache_file, choose
+    from tfod.train.report import print_batch_choice
+
+    cfg = load_config(config)
+    plan = make_plan(cfg, load_summary(cfg.data.dir))
+    experiment = build_experiment(cfg, plan)
+    console.print("Measuring real training steps at growing batch sizes...")
+    with native_output_to(cache_file().parent / "batch_size.log"):
+        choice = choose(experiment, max_batch or plan.train_images, target, fresh, memory_gb)
+    print_batch_choice(console, choice)
+
+
 @app.command("eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")],

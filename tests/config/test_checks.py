@@ -29,7 +29,15 @@ def _only(findings: list[Finding], severity: str = "error") -> Finding:
 
 
 def test_a_sound_config_passes(demo_data: Path) -> None:
-    assert _findings(smoke_config(demo_data)) == []
+    assert _findings(smoke_config(demo_data, train={"batch_size": 8})) == []
+
+
+def test_small_batch_with_batch_norm_warns_and_offers_the_fixes(demo_data: Path) -> None:
+    finding = _only(_findings(smoke_config(demo_data, train={"batch_size": 4})), "warning")
+    assert finding.field == "train.batch_size" and "4 images per replica" in finding.message
+    assert "freeze_backbone" in finding.message and "use_sync_bn" in finding.message
+    synced = {"task": {"model": {"norm_activation": {"use_sync_bn": True}}}}
+    assert _findings(smoke_config(demo_data, train={"batch_size": 4}, overrides=synced)) == []
 
 
 def test_input_size_not_a_multiple_of_the_coarsest_level(demo_data: Path) -> None:
@@ -54,11 +62,11 @@ def test_batch_larger_than_the_training_split(demo_data: Path) -> None:
 def test_learning_rate_far_above_the_linear_rule_is_an_error(demo_data: Path) -> None:
     finding = _only(_findings(smoke_config(demo_data, train={"learning_rate": 0.5})))
     assert finding.field == "train.learning_rate" and "diverge" in finding.message
-    assert "linear-scaling rule gives 0.005 for batch 4" in finding.message
+    assert "linear-scaling rule gives 0.005 for batch 4" in finding.message  # and a BN warning
 
 
 def test_learning_rate_far_below_the_rule_is_a_warning(demo_data: Path) -> None:
-    findings = _findings(smoke_config(demo_data, train={"learning_rate": 0.0001}))
+    findings = _findings(smoke_config(demo_data, train={"learning_rate": 0.0001, "batch_size": 8}))
     assert _only(findings, "warning").field == "train.learning_rate"
     assert not [f for f in findings if f.severity == "error"]
 
@@ -69,7 +77,8 @@ def test_batch_norm_too_slow_for_the_run(demo_data: Path) -> None:
     assert finding.field == "train.norm_momentum"
     assert "~100 steps" in finding.message and "AP 0.0" in finding.message
     assert "at least 1000 steps" in finding.message
-    assert _findings(smoke_config(demo_data, train={"steps": 300})) == []  # auto picks 0.9
+    auto = _findings(smoke_config(demo_data, train={"steps": 300}))  # auto picks 0.9
+    assert not [f for f in auto if f.severity == "error"]
 
 
 def test_missing_checkpoint(demo_data: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
 from tfod.errors import TfodError
 
 LR_TOO_HIGH, LR_TOO_LOW = 4.0, 0.25  # factors of the linear-scaling rule
+SMALL_BN_BATCH = 8  # per replica; below it batch-norm statistics are noisy
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Finding:
 
 
 def run_checks(
-    config: TfodConfig, plan: Plan, summary: dict[str, Any], experiment: Any
+    config: TfodConfig, plan: Plan, summary: dict[str, Any], experiment: Any, replicas: int = 1
 ) -> list[Finding]:
     """All pre-flight findings for this config, plan, dataset summary and resolved experiment."""
     findings: list[Finding] = []
@@ -77,6 +78,17 @@ def run_checks(
             f"(measured: momentum 0.99 for 300 steps scored AP 0.0 while the loss fell; 0.9 scored 0.59). "
             f"Use `norm_momentum: auto`, a momentum <= {max(0.0, 1 - BN_MIN_RUN_FRACTION / plan.steps):.3f}, "
             f"or at least {needed} steps",
+        )
+    per_replica = plan.batch_size // max(1, replicas)
+    if per_replica < SMALL_BN_BATCH and not model.norm_activation.use_sync_bn:
+        warning(
+            "train.batch_size",
+            f"{per_replica} images per replica is below {SMALL_BN_BATCH}: batch-norm statistics from "
+            "so few images are noisy (at batch 1 detectors 'detect everything, then nothing'). Use a "
+            "larger batch (`batch_size: auto` finds the largest that fits); or fine-tune from a "
+            "checkpoint with the backbone's batch norm frozen (`overrides: {task: {freeze_backbone: "
+            "true}}`); or, on several GPUs, sync batch norm across them (`overrides: {task: {model: "
+            "{norm_activation: {use_sync_bn: true}}}}`)",
         )
     if config.model.init_checkpoint:
         _check_checkpoint(config, experiment, error)

@@ -56,7 +56,8 @@ def make_plan(
     """Resolve defaults and `auto` values; command-line `batch_size`/`steps` win over the file."""
     preset = get_preset(config.model.preset)
     train = config.train
-    batch = batch_size or train.batch_size or preset.batch_size
+    configured = train.batch_size if isinstance(train.batch_size, int) else None
+    batch = batch_size or configured or preset.batch_size  # `auto` is resolved by the trainer
     n_steps = steps or train.steps or preset.steps
     linear = preset.base_learning_rate * batch / preset.reference_batch
     lr = linear if train.learning_rate == "auto" else float(train.learning_rate)

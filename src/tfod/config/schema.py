@@ -14,7 +14,7 @@ Relative paths are read from the folder of the tfod.yaml file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -56,7 +56,9 @@ class EarlyStop(_Section):
 
 
 class TrainSection(_Section):
-    batch_size: int | None = Field(default=None, gt=0, description="global batch (default: preset)")
+    batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
+        default=None, description="global batch (default: preset); auto = the largest that fits"
+    )
     steps: int | None = Field(default=None, gt=0, description="training steps (default: preset)")
     learning_rate: float | Literal["auto"] = Field(
         default="auto", description="peak rate; auto = preset rate scaled linearly to the batch"

@@ -8,6 +8,7 @@ evaluation beside training (inline, or by a separate `tfod eval --watch`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ from tfod.runs.rundir import (
     now,
     versions,
 )
+from tfod.train import batch_size as batch_size_search
 
 
 class StopRequested(Exception):
@@ -91,15 +93,23 @@ def train(
         TfodError: a pre-flight check failed, or the run exists with different settings.
     """
     summary = load_summary(config.data.dir)
+    run = RunDir(runs_dir / (run_name or config.name))
+    batch_search = None
+    if batch_size is None:  # a resumed run keeps the batch it found or fell back to
+        batch_size = (
+            (run.read().get("plan") or {}).get("batch_size")
+            if _auto_or_recovered(run, config)
+            else None
+        )
+    if batch_size is None and config.train.batch_size == "auto":
+        batch_search = _search_batch(config, summary, steps, run)
+        batch_size = batch_search.batch
     plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
     experiment = build_experiment(config, plan)
-    raise_on_errors(run_checks(config, plan, summary, experiment), console)
-    run = RunDir(runs_dir / (run_name or config.name))
+    raise_on_errors(run_checks(config, plan, summary, experiment, _replicas()), console)
     _claim(run, config, plan)
     atomic.write_text(run.path / CONFIG_COPY, dump_config(config))
-    atomic.write_text(
-        run.path / EXPERIMENT_YAML, yaml.safe_dump(experiment.as_dict(), sort_keys=False)
-    )
+    _write_experiment(run, experiment)
     state = run.read()
     sessions = [*state.get("sessions", []), {"started": now()}]
     run.update(
@@ -115,6 +125,7 @@ def train(
         eval_metric=config.eval.metric,
         evaluator="inline" if inline_eval else "external",
         process={"host": socket.gethostname(), "pid": os.getpid()},
+        **({"batch_search": batch_search.as_dict()} if batch_search else {}),
     )
     console.print(
         f"Run [bold]{run.path}[/bold]: {plan.preset}, batch {plan.batch_size}, {plan.steps} steps, "
@@ -122,8 +133,17 @@ def train(
     )
     status, step, last_eval = "failed", 0, None
     try:
-        with native_output_to(run.path / "train.log"), _stop_signals() as stop:
-            step, last_eval = _run(config, plan, experiment, run, stop, inline_eval, progress)
+        while True:
+            try:
+                with native_output_to(run.path / "train.log"), _stop_signals() as stop:
+                    step, last_eval = _run(
+                        config, plan, experiment, run, stop, inline_eval, progress
+                    )
+                break
+            except Exception as err:
+                if not batch_size_search.is_oom(err):
+                    raise
+                plan, experiment = _recover_from_oom(config, plan, run)
         status = FINISHED
     except KeyboardInterrupt:
         status = "interrupted"  # a second Ctrl-C: no checkpoint of the last steps
@@ -158,6 +178,85 @@ def _plot(run: RunDir) -> None:
         console.print(f"[yellow]warning[/yellow]: could not draw the plots ({err})")
         return
     console.print(f"Plots: {run.path / 'plots'} ({', '.join(p.name for p in written)})")
+
+
+def _replicas() -> int:
+    import tensorflow as tf
+
+    return max(1, len(tf.config.list_physical_devices("GPU")))
+
+
+OOM_FLOOR = 2  # below this a detector's batch-norm statistics are noise (batch 1: "mAP 0")
+
+
+def _auto_or_recovered(run: RunDir, config: TfodConfig) -> bool:
+    state = run.read()
+    return bool(state.get("oom_events")) or (config.train.batch_size == "auto" and "plan" in state)
+
+
+def _search_batch(
+    config: TfodConfig, summary: dict[str, Any], steps: int | None, run: RunDir
+) -> Any:
+    """`batch_size: auto`: the largest batch that fits, searched (or cached) before training."""
+    from tfod.train.batch_size import choose
+    from tfod.train.report import print_batch_choice
+
+    probe_plan = make_plan(config, summary, steps=steps)
+    experiment = build_experiment(config, probe_plan)
+    console.print("batch_size: auto - measuring real training steps at growing batch sizes...")
+    with native_output_to(run.path / "batch_search.log"):
+        choice = choose(experiment, max_batch=max(1, probe_plan.train_images))
+    print_batch_choice(console, choice)
+    return choice
+
+
+def _recover_from_oom(config: TfodConfig, plan: Plan, run: RunDir) -> tuple[Plan, Any]:
+    """Halve the batch, rescale the learning rate, record it, and resume from the last checkpoint."""
+    old = plan.batch_size
+    new = old // 2
+    state = run.read()
+    at_step = int(state.get("step", 0))
+    if new < OOM_FLOOR:
+        run.update(
+            oom_events=[
+                *state.get("oom_events", []),
+                {"time": now(), "step": at_step, "batch_from": old, "batch_to": None},
+            ]
+        )
+        raise TfodError(
+            f"out of memory at batch {old} (step {at_step}); a batch below {OOM_FLOOR} cannot train "
+            "batch norm. Use a smaller preset or input size, or free the device's memory."
+        )
+    new_plan = dataclasses.replace(
+        plan,
+        batch_size=new,
+        learning_rate=plan.learning_rate * new / old,
+        linear_rule_learning_rate=plan.linear_rule_learning_rate * new / old,
+    )
+    resumed_from = max(run.checkpoints(), default=0)
+    event = {
+        "time": now(),
+        "step": at_step,
+        "resumed_from": resumed_from,
+        "batch_from": old,
+        "batch_to": new,
+        "learning_rate_to": new_plan.learning_rate,
+    }
+    run.update(oom_events=[*state.get("oom_events", []), event], plan=new_plan.as_dict())
+    new_experiment = build_experiment(config, new_plan)
+    _write_experiment(run, new_experiment)
+    console.print(
+        f"[yellow]Out of memory at batch {old} (step {at_step}): resuming from step {resumed_from} "
+        f"with batch {new} and learning rate {new_plan.learning_rate:.4g}.[/yellow]"
+    )
+    return new_plan, new_experiment
+
+
+def _write_experiment(run: RunDir, experiment: Any) -> None:
+    """experiment.yaml: the resolved Model Garden config; only the trainer writes it."""
+    atomic.write_text(
+        run.path / EXPERIMENT_YAML, yaml.safe_dump(experiment.as_dict(), sort_keys=False)
+    )
 
 
 def _claim(run: RunDir, config: TfodConfig, plan: Plan) -> None:
