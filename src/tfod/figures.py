@@ -25,3 +25,20 @@ def save_png(path: Path, figure: Any) -> Path:
     plt.close(figure)
     atomic.write_bytes(path, buffer.getvalue())
     return path
+
+
+def image_grid(examples: list[Any], columns: int = 4) -> tuple[Any, list[tuple[Any, Any]]]:
+    """A figure with one axis per example's image (axes off); returns it and (axis, example) pairs."""
+    import math
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    rows = max(1, math.ceil(len(examples) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    pairs = list(zip(axes.flat, examples, strict=False))
+    for axis, example in pairs:
+        axis.imshow(Image.open(io.BytesIO(example.encoded)).convert("RGB"))
+    return figure, pairs

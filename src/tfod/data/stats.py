@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 from tfod.data.convert import MEDIUM_AREA, SMALL_AREA, load_summary
 from tfod.data.tfrecord import DecodedExample, read_examples
 from tfod.errors import TfodError
-from tfod.figures import save_png, use_headless_backend
+from tfod.figures import image_grid, save_png, use_headless_backend
 
 SAMPLE_COUNT = 12
 
@@ -83,17 +82,10 @@ def _box_figure(examples: list[DecodedExample]) -> Any:
 def _sample_figure(examples: list[DecodedExample], names: dict[int, str]) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-    from PIL import Image
 
-    samples = examples[:SAMPLE_COUNT]
-    columns = 4
-    rows = max(1, math.ceil(len(samples) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    figure, pairs = image_grid(examples[:SAMPLE_COUNT])
     colours = plt.get_cmap("tab10")
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, ex in zip(axes.flat, samples, strict=False):
-        axis.imshow(Image.open(io.BytesIO(ex.encoded)).convert("RGB"))
+    for axis, ex in pairs:
         for (x0, y0, x1, y1), label in zip(ex.boxes, ex.labels, strict=True):
             colour = colours(label % 10)
             axis.add_patch(

@@ -8,12 +8,11 @@ dashed, detections solid). `compare_plot` draws the curves of several runs on on
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-from tfod.figures import save_png, use_headless_backend
+from tfod.figures import image_grid, save_png, use_headless_backend
 from tfod.runs.registry import summarize
 from tfod.runs.rundir import RunDir
 
@@ -161,7 +160,6 @@ def _pr_figure(pr: dict[str, list[float] | None], step: int | None) -> Any:
 def _predictions_figure(data_dir: Path, detections: list[dict[str, Any]], step: int | None) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-    from PIL import Image
 
     from tfod.data.convert import LABEL_MAP
     from tfod.data.labelmap import read_label_map
@@ -175,14 +173,9 @@ def _predictions_figure(data_dir: Path, detections: list[dict[str, Any]], step: 
     for det in detections:
         if det["score"] >= SCORE_TO_DRAW:
             by_image.setdefault(int(det["image_id"]), []).append(det)
-    columns = 4
-    rows = (len(examples) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    figure, pairs = image_grid(examples)
     colours = plt.get_cmap("tab10")
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, ex in zip(axes.flat, examples, strict=False):
-        axis.imshow(Image.open(io.BytesIO(ex.encoded)).convert("RGB"))
+    for axis, ex in pairs:
         w, h = ex.width, ex.height
         for x0, y0, x1, y1 in ex.boxes:
             axis.add_patch(
