@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import smoke_config
-from tfod.config.schema import dump_config
+from tfod.config.schema import TfodConfig, dump_config
 from tfod.errors import TfodError
 from tfod.runs.rundir import RunDir
 
@@ -77,8 +77,16 @@ def test_sigterm_saves_and_stops_then_the_same_command_resumes(
     assert [s["start_step"] for s in state["sessions"]] == [0, stopped_at]
 
 
+def test_training_a_finished_run_again_reports_its_last_evaluation(smoke_run: Path) -> None:
+    from tfod.train.trainer import train
+
+    settings = yaml.safe_load((smoke_run / "tfod.yaml").read_text())
+    again = train(TfodConfig.model_validate(settings), smoke_run.parent, progress=False)
+    assert again.status == "finished" and again.step == 4
+    assert again.last_eval is not None and again.last_eval["step"] == 4
+
+
 def test_resuming_with_other_settings_is_refused(smoke_run: Path) -> None:
-    from tfod.config.schema import TfodConfig
     from tfod.train.trainer import train
 
     settings = yaml.safe_load((smoke_run / "tfod.yaml").read_text())

@@ -183,7 +183,8 @@ def _plot(run: RunDir) -> None:
 def _replicas() -> int:
     import tensorflow as tf
 
-    return max(1, len(tf.config.list_physical_devices("GPU")))
+    with native_output_to(Path(os.devnull)):  # CUDA probing prints errors on hosts without a GPU
+        return max(1, len(tf.config.list_physical_devices("GPU")))
 
 
 OOM_FLOOR = 2  # below this a detector's batch-norm statistics are noise (batch 1: "mAP 0")
@@ -395,7 +396,7 @@ def _run(
         run.update(sessions=sessions)
     if start >= plan.steps:
         console.print(f"Run already at step {start} of {plan.steps}; nothing to train.")
-        return start, None
+        return start, next(iter(run.metrics()[-1:]), None)
     if start:
         console.print(f"Resuming from step {start}.")
     with bar:
