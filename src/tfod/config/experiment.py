@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from tfod.config.presets import Preset, get_preset
 from tfod.config.schema import TfodConfig
-from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
+from tfod.data.convert import VAL_COCO_JSON
 from tfod.errors import TfodError
 
 # Batch-norm moving statistics average over ~1/(1 - momentum) steps. `auto` keeps that window
@@ -202,7 +201,3 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def label_map_path(config: TfodConfig) -> Path:
-    return config.data.dir / LABEL_MAP
