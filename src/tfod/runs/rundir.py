@@ -143,13 +143,13 @@ class RunDir:
     def checkpoint(self, which: str = "latest") -> tuple[int, Path]:
         """`latest`, `best` or a step number -> (step, checkpoint prefix)."""
         if which == "best":
-            best = self.read().get("best")
-            prefix = self.path / BEST / f"ckpt-{best['step']}" if best else None
-            if prefix is None or not Path(f"{prefix}.index").is_file():
+            step = (self.read().get("best") or {}).get("step")
+            prefix = self.path / BEST / f"ckpt-{step}"
+            if step is None or not Path(f"{prefix}.index").is_file():
                 raise TfodError(
                     "no best checkpoint yet: it appears after the first evaluation", self.path
                 )
-            return int(best["step"]), prefix  # type: ignore[index]
+            return int(step), prefix
         available = self.checkpoints()
         if not available:
             raise TfodError("no checkpoint yet: training has not saved one", self.path)
