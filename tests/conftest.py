@@ -50,3 +50,37 @@ def smoke_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     result = train(smoke_config(demo_data, overrides=keep_all), runs, progress=False)
     assert result.status == "finished"
     return result.run.path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small detector that has learnt something: 96 px, 200 steps on 48 demo images (~30 s).
+
+    Export verification needs a reference AP above zero (about 0.14 here) to measure drops from.
+    """
+    from tfod.data.demo import make_demo
+    from tfod.train.trainer import train
+
+    data = tmp_path_factory.mktemp("demo48") / "data"
+    make_demo(data, n=48, progress=False)
+    config = smoke_config(
+        data,
+        name="trained",
+        model={"preset": "retinanet-mobilenetv2-320-smoke"},
+        train={"steps": 200, "batch_size": 8, "learning_rate": 0.04},
+        eval={"every_steps": 200, "batch_size": 8},
+    )
+    result = train(config, tmp_path_factory.mktemp("runs"), progress=False)
+    assert result.status == "finished"
+    assert result.last_eval is not None and result.last_eval["metrics"]["AP"] > 0.05
+    return result.run.path
+
+
+@pytest.fixture(scope="session")
+def exported_run(trained_run: Path) -> Path:
+    """`trained_run` exported to every format (int8 calibrated on 16 images)."""
+    from tfod.export.exporter import export
+    from tfod.runs.rundir import RunDir
+
+    export(RunDir(trained_run), calibration_images=16)
+    return trained_run

@@ -145,3 +145,17 @@ def test_eval_command_on_a_run(smoke_run: Path) -> None:
     result = runner.invoke(app, ["eval", str(smoke_run), "--checkpoint", "best"])
     assert result.exit_code == 0, result.output
     assert (smoke_run / "eval.log").is_file()
+
+
+def test_tensorboard_runs_in_this_environment() -> None:
+    """Runs are read with TensorBoard (compose's tensorboard service too); its 2.20 release
+    imports pkg_resources, gone from setuptools 81+, hence the pin in pyproject.toml."""
+    import shutil
+
+    tensorboard = shutil.which("tensorboard", path=str(Path(sys.executable).parent))
+    assert tensorboard is not None
+    result = subprocess.run(
+        [tensorboard, "--version_tb"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("2.")

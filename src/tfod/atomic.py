@@ -34,10 +34,13 @@ _DIR_MODE = 0o777 & ~_current_umask()
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`.
 
+    The temporary name ends with `path`'s suffix, for writers that pick a format by it (video).
     On an exception the temporary file is removed and `path` is left as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=TMP_PREFIX + path.name + ".", suffix=path.suffix, dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.chmod(_FILE_MODE)

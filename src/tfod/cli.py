@@ -18,6 +18,7 @@ from rich.markup import escape
 import tfod
 from tfod.console import console, native_output_to
 from tfod.errors import TfodError
+from tfod.runs.rundir import RunDir
 
 app = typer.Typer(
     help="From a folder of labelled images to a trained, evaluated, quantized object detector.",
@@ -287,9 +288,11 @@ def evaluate(
     """COCO metrics (AP, AP50, AP75, APs/m/l, AR, per class) of a run's checkpoint(s)."""
     from tfod.evaluate.evaluator import RunEvaluator
     from tfod.evaluate.report import print_metrics
-    from tfod.runs.rundir import RunDir
 
-    run_dir = RunDir(run).require()
+    run_dir = RunDir(run)
+    if watch:
+        _wait_for_run(run_dir, timeout, poll)
+    run_dir.require()
     with native_output_to(run / "eval.log"):
         evaluator = RunEvaluator(run_dir)
         if watch:
@@ -306,6 +309,21 @@ def evaluate(
     print_metrics(console, row)
 
 
+def _wait_for_run(run: RunDir, timeout: float, poll: float) -> None:
+    """Wait until a trainer has started `run` (an evaluator may start first, as in compose)."""
+    import time
+
+    from tfod.runs.rundir import EXPERIMENT_YAML
+
+    deadline = time.monotonic() + timeout
+    if not (run.path / EXPERIMENT_YAML).is_file():
+        console.print(f"Waiting for a trainer to start {escape(str(run.path))}...")
+    while not (run.path / EXPERIMENT_YAML).is_file():
+        if time.monotonic() > deadline:
+            raise TfodError(f"no run appeared within {timeout:g} s", run.path)
+        time.sleep(poll)
+
+
 @app.command("demo")
 def demo(
     data: Annotated[Path, typer.Option(help="Demo dataset folder (made if missing).")] = Path(
@@ -313,14 +331,123 @@ def demo(
     ),
     runs_dir: RunsDir = Path("runs"),
     steps: Annotated[int | None, typer.Option(help="Training steps (default: the demo's).")] = None,
+    eval: Annotated[
+        bool,
+        typer.Option(help="Evaluate while training (--no-eval: leave it to `tfod eval --watch`)."),
+    ] = True,
 ) -> None:
     """The whole job on built-in data: make the demo dataset, train a detector, evaluate it."""
     from tfod.evaluate.report import print_metrics
     from tfod.train.demo import run_demo
 
-    result = run_demo(data, runs_dir, steps)
+    result = run_demo(data, runs_dir, steps, inline_eval=eval)
     if result.last_eval is not None:
         print_metrics(console, result.last_eval, title=f"Demo run {result.run.path}: COCO metrics")
+
+
+MaxApDrop = Annotated[
+    float | None,
+    typer.Option(
+        help="Fail (exit 1) if an artefact's AP is below the float checkpoint's by more than this."
+    ),
+]
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")],
+    checkpoint: Annotated[
+        str, typer.Option(help="best (latest before any evaluation), latest or a step number.")
+    ] = "best",
+    format: Annotated[
+        str, typer.Option("--format", help="Comma-separated: saved_model, tflite.")
+    ] = "saved_model,tflite",
+    quant: Annotated[
+        str, typer.Option("--quant", help="TFLite variants, comma-separated: fp32, fp16, int8.")
+    ] = "fp32,fp16,int8",
+    calibration_images: Annotated[
+        int, typer.Option(help="Training images that calibrate the int8 model.")
+    ] = 200,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Then score every artefact (see `tfod verify`).")
+    ] = False,
+    max_ap_drop: MaxApDrop = None,
+) -> None:
+    """SavedModel and TFLite (fp32, fp16, full-int8, NMS inside) under RUN/export/, with a manifest."""
+    from tfod.export.exporter import FORMATS, QUANTS, parse_list
+    from tfod.export.exporter import export as run_export
+    from tfod.export.report import print_export
+
+    formats = parse_list(format, FORMATS, "--format")
+    quants = parse_list(quant, tuple(QUANTS), "--quant")
+    run_dir = RunDir(run).require()
+    with native_output_to(run / "export.log"):
+        manifest = run_export(
+            run_dir, checkpoint, formats, quants, calibration_images,
+            on_step=lambda text: console.print(f"Exporting: {escape(text)}"),
+        )  # fmt: skip
+    print_export(console, manifest)
+    console.print(f"Artefacts in {escape(str(run / 'export'))} (manifest: export.json).")
+    if verify:
+        _verify(run_dir, max_ap_drop)
+
+
+@app.command("verify")
+def verify(
+    run: Annotated[Path, typer.Argument(help="A run folder with an export.")],
+    max_ap_drop: MaxApDrop = None,
+) -> None:
+    """Score every exported artefact on the validation split: size, AP, ΔAP, latency, speed-up."""
+    _verify(RunDir(run).require(), max_ap_drop)
+
+
+def _verify(run_dir: RunDir, max_ap_drop: float | None) -> None:
+    from tfod.console import counter
+    from tfod.export.report import print_verification
+    from tfod.export.verify import check_ap_drop
+    from tfod.export.verify import verify as run_verify
+
+    with native_output_to(run_dir.path / "export.log"), counter() as progress:
+        rows, images = run_verify(run_dir, on_model=progress)
+    print_verification(console, rows, images)
+    if max_ap_drop is not None:
+        check_ap_drop(rows, max_ap_drop)
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[
+        Path, typer.Argument(help="A run folder, a SavedModel folder or a .tflite file.")
+    ],
+    inputs: Annotated[list[Path], typer.Argument(help="Images, folders and videos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
+        "predictions"
+    ),
+    threshold: Annotated[float, typer.Option(help="Lowest score kept.")] = 0.3,
+    checkpoint: Annotated[
+        str, typer.Option(help="For a run: best, latest or a step number.")
+    ] = "best",
+) -> None:
+    """Detect on images and videos: annotated copies plus COCO results JSON."""
+    from tfod.console import counter
+    from tfod.predict.predict import count_frames, load_model
+    from tfod.predict.predict import predict as run_predict
+
+    if not 0.0 <= threshold <= 1.0:
+        raise TfodError(f"--threshold must be between 0 and 1, got {threshold}")
+    log = out / "predict.log"
+    with native_output_to(log), counter() as progress:
+        detector = load_model(model, checkpoint)
+        tick = progress("frames", count_frames(inputs))
+        result = run_predict(detector, inputs, out, threshold, on_frame=tick)
+    console.print(
+        f"{result.images} image(s), {result.videos} video(s) ({result.frames} frames): "
+        f"{result.detections} detections at score >= {threshold:g} -> {escape(str(out))}"
+    )
+    for path, reason in result.skipped:
+        console.print(f"[yellow]skipped[/yellow] {escape(str(path))}: {escape(reason)}")
+    if result.skipped:
+        console.print(f"[yellow]{len(result.skipped)} input(s) skipped[/yellow]")
 
 
 runs_app = typer.Typer(help="List, inspect and compare runs.", no_args_is_help=True)
@@ -358,7 +485,6 @@ def runs_show(
 ) -> None:
     """One run in detail: summary, every evaluation, and its plots."""
     from tfod.runs.report import print_run
-    from tfod.runs.rundir import RunDir
 
     run_dir = RunDir(run).require()
     print_run(console, run_dir)
@@ -381,7 +507,6 @@ def runs_compare(
     """What differs between runs (resolved settings) and how their metrics moved, plus one plot."""
     from tfod.runs.plots import compare_plot
     from tfod.runs.report import print_comparison
-    from tfod.runs.rundir import RunDir
 
     if len(runs) < 2:
         raise TfodError("give at least two runs to compare")

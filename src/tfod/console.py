@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -24,11 +25,7 @@ T = TypeVar("T")
 console = Console(stderr=True, highlight=False)
 
 
-def track(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
-    """Yield `items` while showing a progress bar with count, rate and time left."""
-    if not enabled:
-        yield from items
-        return
+def _progress() -> Progress:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -38,12 +35,37 @@ def track(items: Iterable[T], total: int, description: str, enabled: bool = True
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    return Progress(*columns, console=console, transient=False)
+
+
+def _advance(progress: Progress, task: TaskID) -> None:
+    speed = next(t.speed for t in progress.tasks if t.id == task)
+    progress.update(task, advance=1, rate=f"{speed:.1f}/s" if speed else "")
+
+
+def track(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
+    """Yield `items` while showing a progress bar with count, rate and time left."""
+    if not enabled:
+        yield from items
+        return
+    with _progress() as progress:
         task = progress.add_task(description, total=total, rate="")
         for item in items:
             yield item
-            speed = progress.tasks[0].speed
-            progress.update(task, advance=1, rate=f"{speed:.1f}/s" if speed else "")
+            _advance(progress, task)
+
+
+@contextlib.contextmanager
+def counter() -> Iterator[Callable[[str, int], Callable[[], None]]]:
+    """Progress bars for work counted by callbacks: `start(description, total)` adds a bar and
+    returns the function that advances it by one."""
+    with _progress() as progress:
+
+        def start(description: str, total: int) -> Callable[[], None]:
+            task = progress.add_task(description, total=total, rate="")
+            return lambda: _advance(progress, task)
+
+        yield start
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -80,38 +81,42 @@ def test_eval_of_a_run_matches_pycocotools_on_its_saved_detections(smoke_run: Pa
 
 
 @pytest.mark.slow
-def test_watch_evaluates_each_new_checkpoint_once_and_stops_when_training_finishes(
+def test_watch_waits_for_the_trainer_then_evaluates_each_checkpoint_once(
     demo_data: Path, tmp_path: Path
 ) -> None:
-    from tfod.evaluate.evaluator import RunEvaluator
-
-    config = smoke_config(
-        demo_data,
-        name="watched",
-        train={"steps": 30, "checkpoint_every": 10},
-        eval={"every_steps": 10},
-    )
+    """As in compose: the evaluator starts first and waits; a trainer with --no-eval still saves
+    a checkpoint at every evaluation point; the evaluator takes each once and stops when the run
+    is finished."""
+    config = smoke_config(demo_data, name="watched", train={"steps": 30}, eval={"every_steps": 10})
     path = tmp_path / "tfod.yaml"
     path.write_text(dump_config(config))
-    trainer = subprocess.Popen(
-        [sys.executable, "-m", "tfod", "train", str(path), "--no-eval"], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    env = {**os.environ, "COLUMNS": "200"}
+    evaluator = subprocess.Popen(
+        [sys.executable, "-m", "tfod", "eval", "runs/watched", "--watch", "--timeout", "240", "--poll", "0.5"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
+    time.sleep(2)
+    trainer = subprocess.run(
+        [sys.executable, "-m", "tfod", "train", str(path), "--no-eval"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert trainer.returncode == 0, trainer.stderr
+    output, _ = evaluator.communicate(timeout=300)
+    assert evaluator.returncode == 0, output
+    assert "Waiting for a trainer to start" in output
+    assert "Evaluated 3 checkpoint(s); run status: finished" in output
     run = RunDir(tmp_path / "runs" / "watched")
-    deadline = time.monotonic() + 300
-    while not (run.path / "experiment.yaml").is_file():
-        assert trainer.poll() is None and time.monotonic() < deadline
-        time.sleep(0.5)
-    seen: list[int] = []
-    count = RunEvaluator(run).watch(
-        timeout=240, poll=0.5, on_row=lambda row: seen.append(row["step"])
-    )
-    output, _ = trainer.communicate(timeout=60)
-    assert trainer.returncode == 0, output
-    assert run.read()["status"] == "finished"
-    assert seen == [10, 20, 30] and count == 3
+    assert sorted(run.checkpoints()) == [10, 20, 30]
     assert [r["step"] for r in run.metrics()] == [10, 20, 30]
     assert run.read()["best"]["step"] in (10, 20, 30)
+
+
+def test_watch_gives_up_when_no_run_appears(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tfod", "eval", str(tmp_path / "nothing"), "--watch", "--timeout", "1", "--poll", "0.2"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert result.returncode == 1 and "no run appeared within 1 s" in result.stderr
 
 
 def test_model_garden_ground_truth_fallback_is_still_broken_under_numpy2() -> None:

@@ -43,7 +43,7 @@ def make_demo(out: Path, n: int = 160, seed: int = 0, progress: bool = True) -> 
         annotations: list[dict[str, Any]] = []
         for image_id in range(1, n + 1):
             name = f"images/{image_id:05d}.jpg"
-            picture, objects = _draw_image(rng)
+            picture, objects = draw_scene(rng)
             picture.save(source / name, quality=92)
             images.append(
                 {"id": image_id, "file_name": name, "width": IMAGE_SIZE, "height": IMAGE_SIZE}
@@ -70,7 +70,8 @@ def make_demo(out: Path, n: int = 160, seed: int = 0, progress: bool = True) -> 
 Box = tuple[float, float, float, float]
 
 
-def _draw_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, Box]]]:
+def draw_scene(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, Box]]]:
+    """One demo picture and its (label, box) objects."""
     picture = Image.fromarray(_background(rng))
     draw = ImageDraw.Draw(picture)
     objects: list[tuple[str, Box]] = []

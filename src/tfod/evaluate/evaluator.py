@@ -38,6 +38,11 @@ def load_experiment(run: RunDir) -> Any:
     return experiment
 
 
+def dataset_dir(experiment: Any) -> Path:
+    """The tfod dataset folder a run's experiment reads (shards, label map, val_coco.json)."""
+    return Path(experiment.task.train_data.input_path).parent
+
+
 class RunEvaluator:
     """Evaluates checkpoints of one run with one model built once.
 

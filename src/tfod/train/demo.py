@@ -36,10 +36,12 @@ def demo_config(data: Path, steps: int = DEMO_STEPS) -> TfodConfig:
     )
 
 
-def run_demo(data: Path, runs_dir: Path, steps: int | None = None) -> TrainResult:
-    """Make the demo dataset if `data` has none, then train and evaluate the demo run."""
+def run_demo(
+    data: Path, runs_dir: Path, steps: int | None = None, inline_eval: bool = True
+) -> TrainResult:
+    """Make the demo dataset if `data` has none, then train (and evaluate) the demo run."""
     from tfod.data.demo import make_demo
 
     if not (data / DATASET_JSON).is_file():
         make_demo(data, n=DEMO_IMAGES)
-    return train(demo_config(data, steps or DEMO_STEPS), runs_dir)
+    return train(demo_config(data, steps or DEMO_STEPS), runs_dir, inline_eval=inline_eval)

@@ -365,10 +365,12 @@ def _run(
         run.update(step=step, loss=loss)
         bar.update(step, loss)
         manager = holder["runner"].checkpoint_manager
-        at_eval = inline_eval and (step % plan.eval_every == 0 or step >= plan.steps)
+        # Checkpoints at every evaluation point, whoever evaluates them (inline or `tfod eval
+        # --watch` beside the trainer).
+        at_eval = step % plan.eval_every == 0 or step >= plan.steps
         if at_eval or stop["requested"]:
             manager.save(checkpoint_number=step, check_interval=False)
-        if at_eval:
+        if at_eval and inline_eval:
             last_eval = _evaluate_inline(holder, run, experiment, task, step, bar)
         rule = config.train.early_stop
         reason = plateau_reason(run.metrics(), rule) if rule is not None else None

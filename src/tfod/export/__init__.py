@@ -1,0 +1,1 @@
+"""Export a run to SavedModel and TFLite, and verify every artefact."""

@@ -1,0 +1,1 @@
+"""Detections from any tfod model: checkpoints, SavedModels and TFLite files."""

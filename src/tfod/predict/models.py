@@ -1,0 +1,249 @@
+"""Detection models behind one call: a run's checkpoint, an exported SavedModel or a .tflite file.
+
+Every model answers `detect(image)` for one uint8 RGB image [H, W, 3] with boxes in that image's
+pixels (ymin, xmin, ymax, xmax, clipped to the image), scores, and class ids 1..N, whatever the
+artefact's own conventions are. Model Garden's TFLite post-processing, for one, returns boxes in
+resized-input pixels, unclipped; the SavedModel and the checkpoint return them in resized pixels
+with the resize factor in `image_info`. Each model also records how long its own invocation took
+(the network and NMS, not the image decoding or drawing), for latency tables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from tfod.data.labelmap import read_label_map
+from tfod.errors import TfodError
+
+LABEL_MAP = "label_map.pbtxt"
+
+
+@dataclass(frozen=True)
+class Detections:
+    """One image's detections, in that image's pixels."""
+
+    boxes: np.ndarray  # [N, 4] float32: ymin, xmin, ymax, xmax
+    scores: np.ndarray  # [N] float32, descending
+    classes: np.ndarray  # [N] int64, 1..num_classes
+
+    def above(self, threshold: float) -> Detections:
+        keep = self.scores >= threshold
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
+
+    def coco(self, image_id: int) -> list[dict[str, Any]]:
+        """COCO results entries ([x, y, width, height])."""
+        return [
+            {
+                "image_id": image_id,
+                "category_id": int(cls),
+                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                "score": float(score),
+            }
+            for (y0, x0, y1, x1), score, cls in zip(
+                self.boxes, self.scores, self.classes, strict=True
+            )
+        ]
+
+
+class DetectionModel(Protocol):
+    name: str
+    labels: dict[int, str]
+    invoke_seconds: list[float]
+    latency_seconds: list[float]
+
+    def detect(self, image: np.ndarray) -> Detections: ...
+
+
+def _to_original(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, scale: np.ndarray, shape: Any
+) -> Detections:
+    """Boxes in resized pixels -> original pixels, clipped; empty boxes dropped."""
+    height, width = shape[:2]
+    boxes = boxes.astype(np.float32) / np.tile(scale.astype(np.float32), 2)
+    boxes = np.clip(boxes, 0.0, [height, width, height, width]).astype(np.float32)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    order = np.argsort(-scores[keep], kind="stable")
+    return Detections(
+        boxes[keep][order],
+        scores[keep][order].astype(np.float32),
+        np.rint(classes[keep][order]).astype(np.int64),
+    )
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+
+
+class _ServingModel:
+    """A Model Garden detection serving function: uint8 [1, H, W, 3] -> detection dict."""
+
+    def __init__(self, name: str, serve: Any, labels: dict[int, str]) -> None:
+        self.name = name
+        self.labels = labels
+        self.invoke_seconds: list[float] = []
+        self.latency_seconds: list[float] = []
+        self._serve = serve
+
+    def detect(self, image: np.ndarray) -> Detections:
+        import tensorflow as tf
+
+        _check_image(image)
+        started = time.perf_counter()
+        out = self._serve(tf.constant(image[None]))
+        out = {k: v.numpy() for k, v in out.items()}
+        self.invoke_seconds.append(time.perf_counter() - started)
+        n = int(out["num_detections"][0])
+        found = _to_original(
+            out["detection_boxes"][0, :n],
+            out["detection_scores"][0, :n],
+            out["detection_classes"][0, :n],
+            out["image_info"][0, 2, :],
+            image.shape,
+        )
+        self.latency_seconds.append(time.perf_counter() - started)
+        return found
+
+
+def checkpoint_model(
+    experiment: Any, prefix: Path, labels: dict[int, str], name: str = "checkpoint"
+) -> _ServingModel:
+    """The float model of a training checkpoint, served exactly as the SavedModel export is."""
+    import tensorflow as tf
+    from official.vision.serving import detection
+
+    size = list(experiment.task.model.input_size[:2])
+    module = detection.DetectionModule(
+        experiment, batch_size=1, input_image_size=size, input_type="image_tensor"
+    )
+    status = tf.train.Checkpoint(model=module.model).read(str(prefix))
+    status.expect_partial().assert_existing_objects_matched()
+    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+    return _ServingModel(name, serve, labels)
+
+
+def saved_model(path: Path, labels: dict[int, str] | None = None) -> _ServingModel:
+    """A SavedModel with Model Garden's `image_tensor` serving signature."""
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").is_file():
+        raise TfodError("not a SavedModel folder (no saved_model.pb)", path)
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise TfodError("SavedModel has no serving_default signature", path)
+    (input_name,) = signature.structured_input_signature[1]
+
+    def serve(images: Any) -> Any:
+        return signature(**{input_name: images})
+
+    return _ServingModel(path.name, serve, labels or find_labels(path))
+
+
+class TFLiteModel:
+    """A .tflite detector with TFLite's detection post-processing op (Model Garden's export).
+
+    Its input is the image already resized (aspect kept, padded at the bottom and right) and
+    normalised, as float32; this class does that with Model Garden's own preprocessing
+    ops, so every artefact sees the same pixels.
+
+    One thread by default: LiteRT 2.3.0's regular (per-class) NMS loses whole classes when the
+    interpreter runs with more than one thread (measured: the last of 3 classes vanished with 2).
+    """
+
+    def __init__(self, path: Path, labels: dict[int, str] | None = None, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.name = path.name
+        self.labels = labels or find_labels(path)
+        self.invoke_seconds: list[float] = []
+        self.latency_seconds: list[float] = []
+        try:
+            self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        except (ValueError, RuntimeError) as err:
+            raise TfodError(f"not a TFLite model LiteRT can load: {err}", path) from err
+        signatures = self._interpreter.get_signature_list()
+        if not signatures:
+            raise TfodError("TFLite model has no signature", path)
+        key = next(iter(signatures))
+        self._runner = self._interpreter.get_signature_runner(key)
+        (self._input_name,) = signatures[key]["inputs"]
+        details = self._runner.get_input_details()[self._input_name]
+        outputs = set(signatures[key]["outputs"])
+        wanted = {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
+        if not wanted <= outputs:
+            raise TfodError(
+                f"TFLite model has outputs {sorted(outputs)}, not a detector with NMS "
+                f"({', '.join(sorted(wanted))}); export it with `tfod export`",
+                path,
+            )
+        if details["dtype"] != np.float32:
+            raise TfodError(
+                f"TFLite model takes {np.dtype(details['dtype']).name} input; tfod runs models with "
+                "float input and output (tfod export's int8 is int8_full_fp32_io)",
+                path,
+            )
+        self.input_size = (int(details["shape"][1]), int(details["shape"][2]))
+        self._class_offset = self._nms_class_offset()
+
+    def _nms_class_offset(self) -> int:
+        """What to add to the NMS op's class index to get the label id.
+
+        Model Garden scores the background as class 0 and its TFLite export hands all classes to
+        the NMS op, which then reports background boxes as class 0 (index = label id, offset 0).
+        tfod's export gives the op the real classes only: index 0 is label 1 (offset 1).
+        """
+        for op in self._interpreter._get_ops_details():
+            if op["op_name"] == "TFLite_Detection_PostProcess":
+                scores = self._interpreter.get_tensor_details()[op["inputs"][1]]
+                return 0 if self.labels and scores["shape"][-1] == len(self.labels) + 1 else 1
+        return 1
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(input tensor [1, H, W, 3], (y, x) resize factor) for `image`."""
+        import tensorflow as tf
+        from official.vision.ops import preprocess_ops
+
+        pixels = preprocess_ops.normalize_image(
+            tf.convert_to_tensor(image, tf.float32),
+            offset=preprocess_ops.MEAN_RGB,
+            scale=preprocess_ops.STDDEV_RGB,
+        )
+        resized, info = preprocess_ops.resize_and_crop_image(
+            pixels, list(self.input_size), padded_size=list(self.input_size)
+        )
+        return resized.numpy()[None].astype(np.float32), info.numpy()[2]
+
+    def detect(self, image: np.ndarray) -> Detections:
+        _check_image(image)
+        begun = time.perf_counter()
+        tensor, scale = self.preprocess(image)
+        started = time.perf_counter()
+        out = self._runner(**{self._input_name: tensor})
+        self.invoke_seconds.append(time.perf_counter() - started)
+        n = round(float(out["num_detections"].reshape(-1)[0]))
+        classes = out["detection_classes"][0, :n] + self._class_offset
+        real = classes >= 1  # drops background boxes of exports that kept class 0
+        found = _to_original(
+            out["detection_boxes"][0, :n][real],
+            out["detection_scores"][0, :n][real],
+            classes[real],
+            scale,
+            image.shape,
+        )
+        self.latency_seconds.append(time.perf_counter() - begun)
+        return found
+
+
+def find_labels(model_path: Path) -> dict[int, str]:
+    """Class names from the label map beside an exported model (or inside a SavedModel folder)."""
+    for folder in (model_path.parent, model_path):
+        candidate = folder / LABEL_MAP
+        if candidate.is_file():
+            return read_label_map(candidate)
+    return {}

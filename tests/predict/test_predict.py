@@ -1,0 +1,143 @@
+"""`tfod predict`: images, folders and videos in; annotated copies and COCO results out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfod.data.demo import draw_scene
+from tfod.errors import TfodError
+from tfod.predict.models import Detections
+from tfod.predict.predict import collect, draw, load_model, predict
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pics/ (3 images, one broken file, one text file), clip.mp4 (6 frames, 10 fps) and
+    broken.mp4 (no decodable frame)."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(7)
+    (root / "pics" / "more").mkdir(parents=True)
+    for name in ("a.jpg", "b.png", "more/c.jpg"):
+        draw_scene(rng)[0].save(root / "pics" / name)
+    (root / "pics" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "pics" / "notes.txt").write_text("ignored: not an image")
+    writer = cv2.VideoWriter(
+        str(root / "clip.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 10, (256, 256)
+    )
+    for _ in range(6):
+        writer.write(cv2.cvtColor(np.asarray(draw_scene(rng)[0]), cv2.COLOR_RGB2BGR))
+    writer.release()
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 then nothing")
+    return root
+
+
+def test_collect_walks_folders_and_names_what_it_skips(media: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    draw_scene(np.random.default_rng(1))[0].save(tmp_path / "other" / "a.bmp")
+    found, skipped = collect(
+        [
+            media / "pics", media / "clip.mp4", tmp_path / "empty", tmp_path / "x.jpg",
+            media / "pics" / "a.jpg", tmp_path / "other" / "a.bmp",
+        ]
+    )  # fmt: skip
+    assert [str(name) for _, name in found] == [
+        "pics/a.jpg", "pics/b.png", "pics/broken.jpg", "pics/more/c.jpg", "clip.mp4", "a.jpg",
+    ]  # fmt: skip
+    assert [(p.name, why) for p, why in skipped] == [
+        ("empty", "folder has no images or videos"),
+        ("x.jpg", "no such file or folder"),
+        ("a.bmp", f"its output a.jpg is already written for {media / 'pics' / 'a.jpg'}"),
+    ]
+
+
+def test_draw_labels_each_box() -> None:
+    image = np.zeros((100, 120, 3), np.uint8)
+    found = Detections(
+        np.array([[10, 20, 60, 90]], np.float32), np.array([0.9], np.float32), np.array([2])
+    )
+    drawn = draw(image, found, {1: "cat", 2: "dog"})
+    assert drawn.shape == image.shape and drawn[60, 50].any() and not drawn[80, 110].any()
+
+
+def test_a_file_litert_cannot_load_is_a_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "model.tflite"
+    fake.write_bytes(b"not a flatbuffer")
+    with pytest.raises(TfodError, match="not a TFLite model LiteRT can load") as caught:
+        load_model(fake)
+    assert str(fake) in str(caught.value)
+
+
+def test_load_model_refuses_what_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(TfodError, match=r"run folder .* SavedModel folder or a \.tflite file"):
+        load_model(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("artefact", ["run", "saved_model", "model_int8.tflite"])
+def test_predict_writes_annotated_media_and_coco_results(
+    exported_run: Path, media: Path, tmp_path: Path, artefact: str
+) -> None:
+    import cv2
+    from pycocotools.coco import COCO
+
+    path = exported_run if artefact == "run" else exported_run / "export" / artefact
+    model = load_model(path)
+    assert model.labels == {1: "circle", 2: "square", 3: "triangle"}
+    out = tmp_path / "out"
+    frames: list[None] = []
+    result = predict(
+        model,
+        [media / "pics", media / "clip.mp4", media / "broken.mp4"],
+        out,
+        0.2,
+        lambda: frames.append(None),
+    )
+
+    assert (result.images, result.videos, result.frames) == (3, 1, 6)
+    assert len(frames) == 9
+    assert [(p.name, why.split(":")[0]) for p, why in result.skipped] == [
+        ("broken.jpg", "cannot read image"),
+        ("broken.mp4", "cannot read video"),
+    ]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.*")) == [
+        "clip.mp4", "detections.json", "images.json",
+        "pics/a.jpg", "pics/b.png", "pics/more/c.jpg",
+    ]  # fmt: skip
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    capture.release()
+
+    images = json.loads((out / "images.json").read_text())
+    assert [i.get("frame") for i in images["images"]] == [None, None, None, 0, 1, 2, 3, 4, 5]
+    truth = COCO(str(out / "images.json"))
+    results = truth.loadRes(str(out / "detections.json"))  # pycocotools accepts them
+    assert len(results.getAnnIds()) == result.detections > 0
+    for ann in results.loadAnns(results.getAnnIds()):
+        x, y, w, h = ann["bbox"]
+        assert ann["score"] >= 0.2 and x >= 0 and y >= 0  # boxes clipped to the image:
+        assert x + w <= 256 + 1e-3 and y + h <= 256 + 1e-3  # (float rounding of x + w)
+
+
+@pytest.mark.slow
+def test_predict_command(exported_run: Path, media: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "tfod", "predict", str(exported_run / "export" / "model_fp32.tflite"),
+            str(media / "pics" / "a.jpg"), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"),
+        ],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1 image(s), 0 video(s)" in result.stderr
+    assert "skipped" in result.stderr and "missing.png: no such file or folder" in result.stderr
+    assert (tmp_path / "o" / "a.jpg").is_file()
