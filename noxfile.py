@@ -1,10 +1,12 @@
 """Task runner. `nox` runs lint and tests; the other sessions are asked for by name.
 
 Every session installs tfod with the pinned versions in constraints.txt (`nox -s lock` remakes it).
+Inside the `test` image (TFOD_PREINSTALLED=1) sessions run in the image's own environment.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import nox
@@ -15,13 +17,16 @@ nox.options.reuse_venv = "yes"
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
+PREINSTALLED = os.environ.get("TFOD_PREINSTALLED") == "1"
+VENV = "none" if PREINSTALLED else None  # None: nox's default backend
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
-    session.install("-e", f".[{extras}]" if extras else ".", *CONSTRAINTS)
+    if not PREINSTALLED:
+        session.install("-e", f".[{extras}]" if extras else ".", *CONSTRAINTS)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHON, venv_backend=VENV)
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and strict mypy on src/tfod."""
     _install(session, "lint")
@@ -30,7 +35,7 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHON, venv_backend=VENV)
 def tests(session: nox.Session) -> None:
     """The test suite on generated data (everything but the docker-marked tests)."""
     _install(session, "test")
@@ -47,12 +52,13 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks printing tables: converter 1 vs N workers; the demo's time and AP.
+    """Benchmarks printing tables: converter 1 vs N workers; the demo's time and AP; every export
+    artefact's size, AP and latency.
 
-    `nox -s bench -- convert` or `-- demo` runs one of them.
+    `nox -s bench -- convert`, `-- demo` or `-- export` runs one of them.
     """
     _install(session)
-    chosen = session.posargs or ["convert", "demo"]
+    chosen = session.posargs or ["convert", "demo", "export"]
     for name in chosen:
         session.run("python", f"bench/{name}_bench.py")
 
@@ -72,3 +78,13 @@ def lock(session: nox.Session) -> None:
         "--python-version", PYTHON, "--python-platform", "x86_64-manylinux_2_28",
         "-o", "constraints.txt",
     )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def docker(session: nox.Session) -> None:
+    """Build the images (base image made locally if it cannot be pulled) and run the container
+    tests: each image, a training into a volume, the evaluator, the exporter, `compose up`."""
+    _install(session, "test")
+    session.run("bash", "scripts/make_base_image.sh", external=True)
+    session.run("bash", "scripts/build_images.sh", external=True)
+    session.run("pytest", "-m", "docker", "tests/docker", *session.posargs)

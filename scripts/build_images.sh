@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build tfod's images (export, train, test) from docker/Dockerfile with version labels.
+#
+#   scripts/build_images.sh [TARGET...]     # default: export train test
+#
+# Tags: tfod-<target>:<version> and tfod-<target>:latest. Environment: TFOD_IMAGE_PREFIX
+# (default "tfod-"; e.g. ghcr.io/you/tfod- for a registry), BUILD_ARGS (extra `docker build` args).
+# Uses BuildKit when the docker CLI has buildx, the classic builder otherwise (both build this
+# Dockerfile). If the base image is missing and cannot be pulled, run scripts/make_base_image.sh.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+prefix=${TFOD_IMAGE_PREFIX:-tfod-}
+targets=("$@")
+((${#targets[@]})) || targets=(export train test)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit's time, not now: rebuilding an unchanged tree then reuses every cached layer.
+created=$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+if docker buildx version >/dev/null 2>&1; then
+    export DOCKER_BUILDKIT=1
+else
+    export DOCKER_BUILDKIT=0  # a CLI without buildx: the classic builder
+fi
+
+for target in "${targets[@]}"; do
+    start=$SECONDS
+    echo "build_images: $target (DOCKER_BUILDKIT=$DOCKER_BUILDKIT)"
+    # shellcheck disable=SC2086
+    docker build -f docker/Dockerfile --target "$target" \
+        --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+        --build-arg CREATED="$created" ${BUILD_ARGS:-} \
+        -t "$prefix$target:$version" -t "$prefix$target:latest" .
+    size=$(docker image inspect "$prefix$target:latest" --format '{{.Size}}')
+    echo "build_images: $prefix$target:$version built in $((SECONDS - start)) s, $((size / 1000000)) MB"
+done

@@ -1,0 +1,222 @@
+"""The images and the compose stack, driven through the Docker SDK (`nox -s docker` builds the
+images first). Every test here needs a Docker Engine; none is skipped silently without one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import tomllib
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+PREFIX = os.environ.get("TFOD_IMAGE_PREFIX", "tfod-")
+
+
+def image(target: str) -> str:
+    return f"{PREFIX}{target}:latest"
+
+
+@pytest.fixture(scope="module")
+def client() -> Any:
+    import docker
+
+    engine = docker.from_env(timeout=600)
+    engine.ping()
+    return engine
+
+
+def run(client: Any, target: str, command: list[str], **kwargs: Any) -> str:
+    """Run a container to completion; its output, or a failure showing the output."""
+    container = client.containers.run(image(target), command, detach=True, **kwargs)
+    try:
+        status = container.wait(timeout=1800)
+        output: str = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert status["StatusCode"] == 0, f"{target} {command} exited {status}:\n{output[-3000:]}"
+    return output
+
+
+@pytest.mark.parametrize("target", ["export", "train", "test"])
+def test_each_image_runs_tfod_as_a_non_root_user_with_labels(client: Any, target: str) -> None:
+    tfod = [] if target != "test" else ["tfod"]
+    assert run(client, target, [*tfod, "--version"]).strip() == f"tfod {VERSION}"
+    whoami = run(client, target, ["-c", "id -u; protoc --version"], entrypoint="sh")
+    assert whoami.split()[0] == "1000" and "libprotoc" in whoami
+    labels = client.images.get(image(target)).labels
+    assert labels["org.opencontainers.image.version"] == VERSION
+    assert labels["org.opencontainers.image.revision"] not in ("", None)
+
+
+def test_export_image_is_much_smaller_than_train(client: Any) -> None:
+    train = client.images.get(image("train")).attrs["Size"]
+    export = client.images.get(image("export")).attrs["Size"]
+    assert export < 0.6 * train, (export, train)
+
+
+def test_train_image_has_cuda_tensorflow(client: Any) -> None:
+    code = "import tensorflow as tf; print(tf.test.is_built_with_cuda())"
+    out = run(
+        client,
+        "train",
+        ["python", "-c", code],
+        entrypoint="",
+        environment={"TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert out.strip().splitlines()[-1] == "True"
+
+
+@pytest.fixture(scope="module")
+def volumes(client: Any) -> Iterator[dict[str, dict[str, str]]]:
+    """Fresh `data` and `runs` named volumes, removed afterwards."""
+    names = {f"tfod-test-{kind}-{uuid.uuid4().hex[:8]}": f"/{kind}" for kind in ("data", "runs")}
+    for name in names:
+        client.volumes.create(name)
+    yield {name: {"bind": path, "mode": "rw"} for name, path in names.items()}
+    for name in names:
+        client.volumes.get(name).remove(force=True)
+
+
+def cat(client: Any, volumes: dict[str, Any], path: str) -> str:
+    return run(client, "export", ["cat", path], entrypoint="", volumes=volumes)
+
+
+def test_train_evaluate_export_across_images_through_volumes(
+    client: Any, volumes: dict[str, Any]
+) -> None:
+    run(client, "export", ["data", "demo", "--out", "/data/dataset", "--n", "24"], volumes=volumes)
+    run(client, "train", ["demo", "--data", "/data/dataset", "--runs-dir", "/runs", "--steps", "4", "--no-eval"], volumes=volumes)  # fmt: skip
+    run(client, "export", ["eval", "/runs/demo", "--watch", "--timeout", "60"], volumes=volumes)
+    rows = [
+        json.loads(line) for line in cat(client, volumes, "/runs/demo/metrics.jsonl").splitlines()
+    ]
+    assert [r["step"] for r in rows] == [4] and "AP" in rows[0]["metrics"]
+
+    run(client, "export", ["export", "/runs/demo", "--quant", "fp32,int8", "--calibration-images", "4", "--verify"], volumes=volumes)  # fmt: skip
+    manifest = json.loads(cat(client, volumes, "/runs/demo/export/export.json"))
+    assert [a["file"] for a in manifest["artefacts"]] == [
+        "saved_model",
+        "model_fp32.tflite",
+        "model_int8.tflite",
+    ]
+    verified = json.loads(cat(client, volumes, "/runs/demo/export/verify.json"))
+    assert [r["name"] for r in verified["rows"]][1:] == [
+        "saved_model",
+        "model_fp32.tflite",
+        "model_int8.tflite",
+    ]
+
+
+def test_nox_runs_inside_the_test_image(client: Any) -> None:
+    out = run(
+        client,
+        "test",
+        ["nox", "-s", "tests", "--", "tests/protos", "tests/data/test_labelmap.py", "-q"],
+    )
+    assert " passed" in out and "Session tests was successful" in out
+
+
+def _compose_command() -> list[str]:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.fail("neither `docker compose` (v2) nor docker-compose (v1) is installed")
+
+
+def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any) -> None:
+    project = f"tfodtest{uuid.uuid4().hex[:6]}"
+    port = "16006"
+    env = {
+        **os.environ,
+        "TFOD_DEMO_STEPS": "4",
+        "TFOD_TENSORBOARD_PORT": port,
+        "COMPOSE_PROJECT_NAME": project,
+    }
+    compose = [*_compose_command(), "-f", str(ROOT / "compose.yaml")]
+
+    def call(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*compose, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        assert result.returncode == 0, f"{args}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    started = time.monotonic()
+    try:
+        call("up", "-d", "--no-build")
+        first_ap = None
+        while time.monotonic() - started < 900:
+            try:
+                rows = client.containers.run(
+                    image("export"), ["cat", "/runs/demo/metrics.jsonl"], entrypoint="", remove=True,
+                    volumes={f"{project}_runs": {"bind": "/runs", "mode": "ro"}},
+                ).decode()  # fmt: skip
+            except Exception:  # not written yet
+                rows = ""
+            if rows.strip():
+                first_ap = json.loads(rows.splitlines()[0])["metrics"]["AP"]
+                break
+            time.sleep(10)
+        seconds = time.monotonic() - started
+        assert first_ap is not None, call("logs", "--tail", "50").stdout
+        print(f"compose up -> first AP ({first_ap:.3f}) in {seconds:.0f} s")
+
+        for _ in range(60):
+            tensorboard = client.containers.get(_service(client, project, "tensorboard"))
+            if tensorboard.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                break
+            time.sleep(5)
+        assert tensorboard.attrs["State"]["Health"]["Status"] == "healthy"
+        bindings = tensorboard.attrs["HostConfig"]["PortBindings"]["6006/tcp"]
+        assert bindings == [{"HostIp": "127.0.0.1", "HostPort": port}]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).status == 200
+
+        call("--profile", "export", "run", "--rm", "exporter")
+        manifest = json.loads(
+            client.containers.run(
+                image("export"),
+                ["cat", "/runs/demo/export/export.json"],
+                entrypoint="",
+                remove=True,
+                volumes={f"{project}_runs": {"bind": "/runs", "mode": "ro"}},
+            )
+        )
+        assert {a["file"] for a in manifest["artefacts"]} >= {
+            "model_int8.tflite",
+            "model_fp32.tflite",
+        }
+        assert manifest["verification"] == "verify.json"
+    finally:
+        subprocess.run(
+            [*compose, "--profile", "export", "down", "-v", "--remove-orphans"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
+
+
+def _service(client: Any, project: str, service: str) -> str:
+    (container,) = client.containers.list(
+        all=True,
+        filters={
+            "label": [
+                f"com.docker.compose.project={project}",
+                f"com.docker.compose.service={service}",
+            ]
+        },
+    )
+    return str(container.id)
