@@ -87,4 +87,5 @@ def docker(session: nox.Session) -> None:
     _install(session, "test")
     session.run("bash", "scripts/make_base_image.sh", external=True)
     session.run("bash", "scripts/build_images.sh", external=True)
-    session.run("pytest", "-m", "docker", "tests/docker", *session.posargs)
+    # -rP --durations: the log shows each container test's time and compose's time to first AP.
+    session.run("pytest", "-m", "docker", "-rP", "--durations=0", "tests/docker", *session.posargs)

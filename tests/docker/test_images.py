@@ -66,6 +66,17 @@ def test_export_image_is_much_smaller_than_train(client: Any) -> None:
     assert export < 0.6 * train, (export, train)
 
 
+@pytest.mark.parametrize("target", ["export", "train"])
+def test_tfods_code_is_a_thin_layer_over_the_dependencies(client: Any, target: str) -> None:
+    """A code change rebuilds, and a registry re-sends, a few megabytes, not TensorFlow: the
+    layers from the one installing tfod's wheel up are small."""
+    history = client.images.get(image(target)).history()  # newest first
+    wheel = [i for i, layer in enumerate(history) if "--no-deps /dist/" in layer["CreatedBy"]]
+    assert wheel, "no layer installs tfod's wheel"
+    on_top = sum(layer["Size"] for layer in history[: wheel[0] + 1])
+    assert on_top < 50e6, f"tfod's layers hold {on_top / 1e6:.0f} MB"
+
+
 def test_train_image_has_cuda_tensorflow(client: Any) -> None:
     code = "import tensorflow as tf; print(tf.test.is_built_with_cuda())"
     out = run(
