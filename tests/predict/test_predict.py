@@ -14,7 +14,7 @@ import pytest
 from tfod.data.demo import draw_scene
 from tfod.errors import TfodError
 from tfod.predict.models import Detections
-from tfod.predict.predict import collect, draw, load_model, predict
+from tfod.predict.predict import collect, draw, load_model, output_name, predict
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,15 @@ def test_collect_walks_folders_and_names_what_it_skips(media: Path, tmp_path: Pa
         ("x.jpg", "no such file or folder"),
         ("a.bmp", f"its output a.jpg is already written for {media / 'pics' / 'a.jpg'}"),
     ]
+
+
+def test_annotated_copies_keep_pngs_lossless_and_name_them_by_their_format() -> None:
+    """An upper-case .PNG is written as PNG under .png, never as JPEG bytes under .PNG."""
+    assert output_name(Path("a/X.PNG")) == Path("a/X.png")
+    assert output_name(Path("b.png")) == Path("b.png")
+    assert output_name(Path("c.JPEG")) == Path("c.jpg")
+    assert output_name(Path("d.webp")) == Path("d.jpg")
+    assert output_name(Path("v/clip.MOV")) == Path("v/clip.mp4")
 
 
 def test_draw_labels_each_box() -> None:

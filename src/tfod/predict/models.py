@@ -17,10 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tfod.data.convert import LABEL_MAP
 from tfod.data.labelmap import read_label_map
 from tfod.errors import TfodError
-
-LABEL_MAP = "label_map.pbtxt"
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from tfod import atomic
+from tfod.data.convert import LABEL_MAP
 from tfod.data.labelmap import read_label_map
 from tfod.errors import TfodError
-from tfod.predict.models import LABEL_MAP, DetectionModel, TFLiteModel, saved_model
+from tfod.predict.models import DetectionModel, TFLiteModel, saved_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -68,11 +69,12 @@ class Prediction:
 
 
 def output_name(name: Path) -> Path:
-    """Where an input's annotated copy goes under OUT: videos as .mp4, images as .png or .jpg."""
+    """Where an input's annotated copy goes under OUT: videos as .mp4, PNGs as .png (lossless
+    stays lossless), other images as .jpg."""
     suffix = name.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return name.with_suffix(".mp4")
-    return name if suffix == ".png" else name.with_suffix(".jpg")
+    return name.with_suffix(".png" if suffix == ".png" else ".jpg")
 
 
 def collect(inputs: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
