@@ -2,6 +2,10 @@
 
 Everything tfod writes for another process to read (TFRecords, JSON, plots, checkpoints' side
 files) goes through here: write to a temporary name in the same directory, flush, fsync, rename.
+
+Temporary names carry the writer's host and pid (`.tfod-tmp-NAME@HOST@PID@RANDOM`), so the next
+writer of the same output can prove that a leftover belongs to a process that was killed, and
+remove it.
 """
 
 from __future__ import annotations
@@ -10,12 +14,54 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tfod-tmp-"
+_HOST = socket.gethostname()
+
+
+def _tmp_prefix(name: str) -> str:
+    return f"{TMP_PREFIX}{name}@{_HOST}@{os.getpid()}@"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> list[Path]:
+    """Remove the temporaries of `path` left by tfod processes of this host that are dead.
+
+    Returns:
+        What was removed. A leftover of another host, or of a live process, is kept.
+    """
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        fields = entry.name[len(TMP_PREFIX) :].rsplit("@", 3)
+        if not entry.name.startswith(TMP_PREFIX) or len(fields) != 4:
+            continue
+        name, host, pid, _ = fields
+        if name not in (path.name, path.name + ".old") or host != _HOST or not pid.isdigit():
+            continue
+        if _alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def _current_umask() -> int:
@@ -39,7 +85,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=TMP_PREFIX + path.name + ".", suffix=path.suffix, dir=path.parent
+        prefix=_tmp_prefix(path.name), suffix=path.suffix, dir=path.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -74,10 +120,15 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; on success it replaces `path` as a whole.
 
     An existing `path` is swapped out only after the new directory is complete, then removed.
-    On an exception the temporary directory is removed and `path` is untouched.
+    On an exception the temporary directory is removed and `path` is untouched. Temporaries of
+    `path` left by killed processes are removed first, and said so.
     """
+    from tfod.console import console
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    for stale in remove_stale(path):
+        console.print(f"Removed {stale}, left by a tfod process that was killed.")
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name), dir=path.parent))
     tmp.chmod(_DIR_MODE)
     try:
         yield tmp
@@ -86,7 +137,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
                 _fsync(child)
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name + ".old"), dir=path.parent))
             old.rmdir()
             path.rename(old)
         tmp.rename(path)

@@ -51,6 +51,18 @@ def jpeg_bytes(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def exif_jpeg_bytes(width: int, height: int, orientation: int, seed: int) -> bytes:
+    """A noise JPEG stored `width` x `height` with the EXIF orientation tag `orientation`."""
+    import io
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
 def _images(folder: Path, scene: list[Picture]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for index, pic in enumerate(scene):

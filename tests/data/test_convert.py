@@ -182,9 +182,9 @@ def test_reconverting_replaces_a_dataset_but_never_a_foreign_folder(tmp_path: Pa
     src = WRITERS["csv"](tmp_path / "src")
     out = tmp_path / "out"
     convert(src, out, QUIET)
-    (out / "stale-00000-of-00001.tfrecord").write_text("old")
+    (out / "train-00007-of-00009.tfrecord").write_text("an old shard of tfod's")
     convert(src, out, QUIET)
-    assert not (out / "stale-00000-of-00001.tfrecord").exists()
+    assert not (out / "train-00007-of-00009.tfrecord").exists()
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.data.sources import WRITERS, jpeg_bytes
+from tests.data.sources import WRITERS, exif_jpeg_bytes, jpeg_bytes
 from tfod.data import convert as convert_module
 from tfod.data.annotations import Kind
 from tfod.data.convert import ConvertOptions, convert
@@ -32,6 +32,10 @@ def _bad_coco(root: Path) -> Path:
     truncated = jpeg_bytes(100, 80, 99)
     (images_dir / "truncated.jpg").write_bytes(truncated[: len(truncated) // 2])
     (root.parent / "outside.jpg").write_bytes(jpeg_bytes(100, 80, 42))
+    (images_dir / "twin_a.jpg").write_bytes(jpeg_bytes(100, 80, 51))
+    (images_dir / "twin_b.jpg").write_bytes(jpeg_bytes(100, 80, 52))
+    # Stored 100x80, shown 80x100 (EXIF 6: turn 90° clockwise), annotated on the stored pixels.
+    (images_dir / "sideways.jpg").write_bytes(exif_jpeg_bytes(100, 80, 6, 53))
 
     entries = [
         (1, "good1.jpg", 100, 80),
@@ -44,6 +48,9 @@ def _bad_coco(root: Path) -> Path:
         (8, "truncated.jpg", 100, 80),
         (9, "ghost.jpg", 100, 80),  # no such file
         (10, "../../outside.jpg", 100, 80),  # escapes the source folder
+        (11, "twin_a.jpg", 100, 80),  # two images share id 11: its box belongs to neither
+        (11, "twin_b.jpg", 100, 80),
+        (12, "sideways.jpg", 100, 80),  # the stored size: boxes are turned with the image
     ]
     images = [{"id": i, "file_name": n, "width": w, "height": h} for i, n, w, h in entries]
     anns = [
@@ -60,13 +67,19 @@ def _bad_coco(root: Path) -> Path:
         (7, 1, [1, 1, 5, 5]),
         (9, 1, [1, 1, 5, 5]),
         (10, 1, [1, 1, 5, 5]),
+        (11, 1, [1, 1, 5, 5]),
+        (12, 1, [10, 20, 30, 40]),  # stored x 10..40, y 20..60 -> upright x 20..60, y 10..40
     ]
     annotations = [
         {"id": k, "image_id": i, "category_id": c, "bbox": b, "iscrowd": 0}
         for k, (i, c, b) in enumerate(anns, start=1)
     ]
     annotations.append({"id": 99, "image_id": 1, "category_id": 1})  # no bbox: bad annotation
-    categories = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    categories = [
+        {"id": 1, "name": "cat"},
+        {"id": 2, "name": "dog"},
+        {"id": 3, "name": "bird\nof prey"},  # a newline would split labels.txt: cleaned
+    ]
     doc = {"images": images, "annotations": annotations, "categories": categories}
     (root / "annotations.json").write_text(json.dumps(doc))
     return root
@@ -79,9 +92,12 @@ def test_every_problem_is_counted_and_no_valid_image_is_lost(tmp_path: Path) -> 
     counts = summary["problems"]["counts"]
     assert counts == {
         "bad_annotation": 1,
+        "bad_class_name": 1,
         "box_clipped": 1,
         "box_outside": 1,
+        "duplicate_id": 1,
         "duplicate_image": 1,
+        "exif_rotated": 1,
         "invalid_box": 2,
         "missing_image": 1,
         "path_escapes_source": 1,
@@ -92,19 +108,26 @@ def test_every_problem_is_counted_and_no_valid_image_is_lost(tmp_path: Path) -> 
     assert set(counts) == {k.value for k in Kind}, "the corpus must cover every kind of problem"
     assert Counter(p["kind"] for p in summary["problems"]["items"]) == counts
     for item in summary["problems"]["items"]:
-        assert item["file"] == "annotations.json" and item["detail"]
+        if item["kind"] != "bad_class_name":  # a property of the class list, not of one file
+            assert item["file"] == "annotations.json" and item["detail"]
+    assert [c["name"] for c in summary["classes"]] == ["cat", "dog", "bird of prey"]
 
     records = {Path(r.filename).name: r for r in read_examples(sorted(out.glob("*.tfrecord")))}
-    assert set(records) == {"good1.jpg", "good2.jpg", "good3.jpg", "boxes.jpg", "resized.jpg"}
+    assert set(records) == {
+        "good1.jpg", "good2.jpg", "good3.jpg", "boxes.jpg", "resized.jpg", "sideways.jpg"
+    }  # fmt: skip
     assert records["good1.jpg"].labels == [1]
     np.testing.assert_allclose(records["boxes.jpg"].boxes, [(0.9, 0.875, 1.0, 1.0)], atol=1e-6)
     np.testing.assert_allclose(records["resized.jpg"].boxes, [(0.1, 0.125, 0.3, 0.375)], atol=1e-6)
+    sideways = records["sideways.jpg"]
+    assert (sideways.width, sideways.height) == (80, 100)
+    np.testing.assert_allclose(sideways.boxes, [(20 / 80, 10 / 100, 60 / 80, 40 / 100)], atol=1e-6)
 
 
 def test_strict_refuses_and_writes_nothing(tmp_path: Path) -> None:
     src = _bad_coco(tmp_path / "corpus" / "src")
     out = tmp_path / "out"
-    with pytest.raises(TfodError, match="--strict: 12 problem") as info:
+    with pytest.raises(TfodError, match="--strict: 15 problem") as info:
         convert(src, out, ConvertOptions(workers=1, progress=False, strict=True))
     assert "path_escapes_source" in str(info.value)
     assert not out.exists()

@@ -6,7 +6,9 @@ writes TFRecords. Nothing is dropped without a `Problem` saying what, where and 
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +23,9 @@ class Kind(StrEnum):
     PATH_ESCAPES_SOURCE = "path_escapes_source"
     DUPLICATE_IMAGE = "duplicate_image"
     SIZE_MISMATCH = "size_mismatch"
+    EXIF_ROTATED = "exif_rotated"
+    DUPLICATE_ID = "duplicate_id"
+    BAD_CLASS_NAME = "bad_class_name"
     UNKNOWN_CLASS = "unknown_class"
     INVALID_BOX = "invalid_box"
     BOX_OUTSIDE = "box_outside"
@@ -39,6 +44,9 @@ _ACTIONS = {
     Kind.PATH_ESCAPES_SOURCE: "image rejected",
     Kind.DUPLICATE_IMAGE: "later copy skipped",
     Kind.SIZE_MISMATCH: "boxes rescaled to the real size",
+    Kind.EXIF_ROTATED: "boxes turned with the image",
+    Kind.DUPLICATE_ID: "every image with that id skipped",
+    Kind.BAD_CLASS_NAME: "control characters replaced by spaces",
     Kind.UNKNOWN_CLASS: "box dropped",
     Kind.INVALID_BOX: "box dropped",
     Kind.BOX_OUTSIDE: "box dropped",
@@ -138,3 +146,48 @@ def split_from_name(name: str) -> str | None:
         if token in SPLIT_NAMES:
             return SPLIT_NAMES[token]
     return None
+
+
+def clean_class_name(name: str) -> str:
+    """`name` with every control character (newline, tab, NUL, ...) turned into a space, runs of
+    spaces collapsed and the ends stripped: one line of a label file, one id."""
+    spaced = "".join(" " if unicodedata.category(c).startswith("C") else c for c in name)
+    return " ".join(spaced.split())
+
+
+def clean_class_names(source: Source) -> Source:
+    """`source` with its class names (and its boxes' labels) cleaned by `clean_class_name`; each
+    name changed is a reported problem. Two names that clean to the same one stay one class."""
+    renamed = {n: clean_class_name(n) for n in source.classes if clean_class_name(n) != n}
+    renamed.update(
+        {
+            b.label: clean_class_name(b.label)
+            for image in source.images
+            for b in image.boxes
+            if clean_class_name(b.label) != b.label
+        }
+    )
+    if not renamed:
+        return source
+    problems = [
+        Problem(Kind.BAD_CLASS_NAME, "", f"class name {old!r} -> {new!r}")
+        for old, new in renamed.items()
+    ]
+    images = [
+        dataclasses.replace(
+            image,
+            boxes=[
+                dataclasses.replace(b, label=renamed.get(b.label, b.label)) for b in image.boxes
+            ],
+        )
+        for image in source.images
+    ]
+    classes = list(dict.fromkeys(renamed.get(n, n) for n in source.classes))
+    original_ids = {renamed.get(n, n): i for n, i in source.original_ids.items()}
+    return dataclasses.replace(
+        source,
+        images=images,
+        classes=classes,
+        problems=[*source.problems, *problems],
+        original_ids=original_ids,
+    )

@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import signal
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,17 +27,19 @@ from typing import Any
 import tfod
 from tfod import atomic
 from tfod.console import track
-from tfod.data.annotations import Kind, Problem, Source, SourceImage
+from tfod.data.annotations import Kind, Problem, Source, SourceImage, clean_class_name
 from tfod.data.boxes import CheckedBox, check_boxes
 from tfod.data.images import ImageError, PreparedImage, prepare_image
 from tfod.data.labelmap import format_label_map
 from tfod.data.readers import read_source
+from tfod.data.readers.common import lexical
 from tfod.data.tfrecord import ShardWriter, box_area, build_example
 from tfod.errors import TfodError
 
 DATASET_JSON = "dataset.json"
 LABEL_MAP = "label_map.pbtxt"
 VAL_COCO_JSON = "val_coco.json"
+MARKER = ".tfod-dataset"  # holds the dataset's fingerprint: proof that tfod wrote the folder
 SPLITS = ("train", "val")
 DEFAULT_VAL_FRACTION = 0.2
 SHARD_BYTES = 128 * 2**20
@@ -84,7 +88,7 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
     """
     options = options or ConvertOptions()
     _check_options(options)
-    _check_out(out)
+    _check_out(out, src)
     source = read_source(src, options.format)
     classes = _classes(source, options.classes)
     problems = list(source.problems)
@@ -122,6 +126,7 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
                 writer.close()
         if options.strict:
             _raise_if_problems(problems, src)
+        _raise_if_empty(stats, problems, src, out)
         label_map = format_label_map(classes)
         fingerprint.update(label_map.encode())
         (tmp / LABEL_MAP).write_text(label_map, encoding="utf-8")
@@ -130,6 +135,7 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
             source, classes, options, stats, writers, problems, changes, split_note, fingerprint
         )
         atomic.write_json(tmp / DATASET_JSON, summary)
+        atomic.write_json(tmp / MARKER, {"fingerprint": summary["fingerprint"]})
     return summary
 
 
@@ -164,20 +170,86 @@ def _check_options(options: ConvertOptions) -> None:
         )
 
 
-def _check_out(out: Path) -> None:
+_TFOD_ENTRY = re.compile(
+    rf"^((train|val)-\d{{5}}-of-\d{{5}}\.tfrecord|{re.escape(DATASET_JSON)}|{re.escape(LABEL_MAP)}"
+    rf"|{re.escape(VAL_COCO_JSON)}|{re.escape(MARKER)}|plots)$"
+)
+
+
+def _check_out(out: Path, src: Path) -> None:
+    """Refuse an `out` whose replacement could lose data: the source folder itself, a folder that
+    holds it or (for a source folder) lies inside it, or a non-empty folder that is not provably a
+    dataset tfod wrote. Both the paths as written and as their links resolve are compared."""
+    if not src.exists():
+        raise TfodError("does not exist", src)
     if out.exists() and not out.is_dir():
         raise TfodError("exists and is not a folder", out)
-    if out.is_dir() and any(out.iterdir()) and not (out / DATASET_JSON).is_file():
-        raise TfodError(
-            "is not empty and holds no dataset.json; tfod only replaces a dataset folder it wrote. "
-            "Choose a new --out folder.",
-            out,
-        )
+    source_root = src if src.is_dir() else src.parent
+    for target, source in (
+        (lexical(out), lexical(source_root)),
+        (Path(os.path.realpath(out)), Path(os.path.realpath(source_root))),
+    ):
+        if target == source or source.is_relative_to(target):
+            raise TfodError(
+                f"--out would replace a folder holding the source {src}; choose a folder outside it",
+                out,
+            )
+        if src.is_dir() and target.is_relative_to(source):
+            raise TfodError(
+                f"--out lies inside the source folder {src}; choose a folder outside it (the next "
+                "conversion would read its own output)",
+                out,
+            )
+    if out.is_dir() and any(out.iterdir()):
+        reason = _not_a_dataset(out)
+        if reason:
+            raise TfodError(
+                f"is not empty and is not a dataset tfod wrote ({reason}); tfod replaces only its "
+                "own dataset folders. Choose a new --out folder.",
+                out,
+            )
+
+
+def _not_a_dataset(folder: Path) -> str | None:
+    """Why `folder` is not provably a dataset tfod wrote (None: it is)."""
+    foreign = sorted(p.name for p in folder.iterdir() if not _TFOD_ENTRY.match(p.name))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        return f"it holds {', '.join(foreign[:3])}{more}"
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        summary = json.loads((folder / DATASET_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"no readable {MARKER} and {DATASET_JSON}"
+    if not isinstance(marker, dict) or not isinstance(summary, dict):
+        return f"{MARKER} and {DATASET_JSON} must be JSON objects"
+    if marker.get("fingerprint") != summary.get("fingerprint"):
+        return f"{MARKER} does not match {DATASET_JSON}"
+    return None
+
+
+def _raise_if_empty(
+    stats: dict[str, _SplitStats], problems: list[Problem], src: Path, out: Path
+) -> None:
+    """A dataset without images or without boxes trains nothing: an error that writes nothing."""
+    images = sum(s.images for s in stats.values())
+    boxes = sum(s.boxes for s in stats.values())
+    if images and boxes:
+        return
+    counts = Counter(p.kind.value for p in problems)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    first = f" First: {problems[0].file}: {problems[0].detail}." if problems else ""
+    what = "no usable image" if not images else f"{images} image(s) but no usable box"
+    raise TfodError(
+        f"{what}: nothing to train a detector on; {out} was left as it was. "
+        f"Problems found: {kinds}.{first}",
+        src,
+    )
 
 
 def _classes(source: Source, wanted: tuple[str, ...] | None) -> list[str]:
     if wanted is not None:
-        names = [n.strip() for n in wanted if n.strip()]
+        names = [clean_class_name(n) for n in wanted if clean_class_name(n)]
         duplicates = sorted(n for n, c in Counter(names).items() if c > 1)
         if not names or duplicates:
             raise TfodError(
@@ -313,7 +385,9 @@ def _process(task: _Task) -> _Outcome:
         detail = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         problem = Problem(Kind.UNREADABLE_IMAGE, image.annotation, f"{image.rel}: {detail}{lost}")
         return _Outcome(None, [], [problem])
-    boxes, problems = check_boxes(image, prepared.width, prepared.height, task.class_ids)
+    boxes, problems = check_boxes(
+        image, prepared.width, prepared.height, task.class_ids, prepared.orientation
+    )
     return _Outcome(prepared, boxes, problems)
 
 
@@ -323,8 +397,23 @@ def _run(tasks: list[_Task], workers: int) -> Iterator[_Outcome]:
         yield from map(_process, tasks)
         return
     # spawn, not fork: the parent may hold TensorFlow's threads, which fork would copy broken.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_die_with, initargs=(os.getpid(),)
+    ) as pool:
         yield from pool.map(_process, tasks, chunksize=4)
+
+
+def _die_with(parent: int) -> None:
+    """Worker initializer: be killed when the converting process dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: workers end when the pool's pipe breaks
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 @dataclass

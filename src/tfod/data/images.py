@@ -34,6 +34,7 @@ class PreparedImage:
         width: width of the upright image.
         height: height of the upright image.
         changes: what was done to the original (empty: the original bytes, unchanged).
+        orientation: the EXIF orientation that was applied (1: the file was stored upright).
     """
 
     encoded: bytes
@@ -41,6 +42,7 @@ class PreparedImage:
     width: int
     height: int
     changes: tuple[str, ...]
+    orientation: int = 1
 
 
 def prepare_image(data: bytes) -> PreparedImage:
@@ -59,7 +61,10 @@ def prepare_image(data: bytes) -> PreparedImage:
             image.load()
             source_format = image.format or ""
             orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as err:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: both are one skip.
+        raise ImageError(f"{err} Such an image is skipped; downscale it to train on it.") from err
+    except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(str(err) or type(err).__name__) from err
 
     changes: list[str] = []
@@ -72,7 +77,7 @@ def prepare_image(data: bytes) -> PreparedImage:
 
     width, height = image.size
     if source_format in _JPEG_FORMATS and not changes:
-        return PreparedImage(data, "jpeg", width, height, ())
+        return PreparedImage(data, "jpeg", width, height, (), orientation)
     out = io.BytesIO()
     if source_format in _JPEG_FORMATS:
         image.save(out, format="JPEG", quality=JPEG_QUALITY)
@@ -81,7 +86,7 @@ def prepare_image(data: bytes) -> PreparedImage:
         image.save(out, format="PNG", compress_level=3)
         fmt = "png"
         changes.append(f"format_{source_format.lower() or 'unknown'}")
-    return PreparedImage(out.getvalue(), fmt, width, height, tuple(changes))
+    return PreparedImage(out.getvalue(), fmt, width, height, tuple(changes), orientation)
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:

@@ -8,6 +8,7 @@ int64 and the COCO ground truth uses the same number as image id.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from tfod.data.boxes import CheckedBox
 from tfod.data.images import PreparedImage
+from tfod.errors import TfodError
 
 
 @dataclass(frozen=True)
@@ -85,22 +87,42 @@ def shard_names(split: str, count: int) -> list[str]:
 
 
 class ShardWriter:
-    """Writes examples round-robin into a fixed set of shard files."""
+    """Writes examples round-robin into a fixed set of shard files.
+
+    A failed write (a full disk, a folder made read-only) is a `TfodError` naming the shard.
+    """
 
     def __init__(self, directory: Path, split: str, count: int) -> None:
         import tensorflow as tf
 
         self.paths = [directory / name for name in shard_names(split, count)]
-        self._writers = [tf.io.TFRecordWriter(str(p)) for p in self.paths]
+        self._writers = []
+        for path in self.paths:
+            with _write_errors(path):
+                self._writers.append(tf.io.TFRecordWriter(str(path)))
         self._next = 0
 
     def write(self, record: bytes) -> None:
-        self._writers[self._next % len(self._writers)].write(record)
+        index = self._next % len(self._writers)
+        with _write_errors(self.paths[index]):
+            self._writers[index].write(record)
         self._next += 1
 
     def close(self) -> None:
-        for writer in self._writers:
-            writer.close()
+        for path, writer in zip(self.paths, self._writers, strict=False):
+            with _write_errors(path):
+                writer.close()
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    import tensorflow as tf
+
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as err:
+        detail = err.strerror if isinstance(err, OSError) else err.message
+        raise TfodError(f"cannot write: {detail}", path) from None
 
 
 def read_examples(paths: Sequence[Path]) -> Iterator[DecodedExample]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tfod.data.annotations import Source
+from tfod.data.annotations import Source, clean_class_names
 from tfod.data.readers.coco import read_coco
 from tfod.data.readers.csv_table import read_csv
 from tfod.data.readers.voc import read_voc
@@ -54,4 +54,4 @@ def read_source(src: Path, fmt: str = "auto") -> Source:
     name = detect_format(src) if fmt == "auto" else fmt
     if name not in READERS:
         raise TfodError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}", src)
-    return READERS[name](src)
+    return clean_class_names(READERS[name](src))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,17 @@ def read_coco(src: Path) -> Source:
         boxes = _annotations(doc, by_id, rel_json, problems)
         suffix = path.stem.split("_")[-1]
         bases = [path.parent, path.parent / "images", root, root / "images", root / suffix]
+        shared = _shared_ids(doc["images"])
+        for image_id, count in shared.items():
+            lost = len(boxes.pop(image_id, []))
+            problems.append(
+                Problem(
+                    Kind.DUPLICATE_ID,
+                    rel_json,
+                    f"image id {image_id!r} is given to {count} images; which one its {lost} "
+                    "annotation(s) belong to is ambiguous",
+                )
+            )
         for entry in doc["images"]:
             image_id = entry.get("id") if isinstance(entry, dict) else None
             if image_id is None:
@@ -39,7 +51,9 @@ def read_coco(src: Path) -> Source:
                     Problem(Kind.BAD_ANNOTATION, rel_json, f"image entry {entry!r} has no id")
                 )
                 continue
-            image_boxes = boxes.pop(image_id, [])
+            if _key(image_id) in shared:
+                continue
+            image_boxes = boxes.pop(_key(image_id), [])
             found = locator.locate(
                 str(entry.get("file_name", "")), bases, rel_json, len(image_boxes)
             )
@@ -65,6 +79,19 @@ def read_coco(src: Path) -> Source:
                 )
             )
     return Source("coco", root, images, list(original_ids), problems, original_ids)
+
+
+def _key(image_id: Any) -> Any:
+    """A hashable form of an image id (a malformed file may use a list)."""
+    return image_id if isinstance(image_id, (int, str, float)) else json.dumps(image_id)
+
+
+def _shared_ids(entries: list[Any]) -> dict[Any, int]:
+    """Image ids that more than one image entry carries, with how many carry each."""
+    counts = Counter(
+        _key(e["id"]) for e in entries if isinstance(e, dict) and e.get("id") is not None
+    )
+    return {image_id: n for image_id, n in counts.items() if n > 1}
 
 
 def _find_files(src: Path) -> tuple[Path, list[Path]]:
@@ -142,7 +169,7 @@ def _annotations(
             continue
         crowd = bool(ann.get("iscrowd", 0))
         box = Box(by_id[category], x, y, x + w, y + h, where=where, is_crowd=crowd)
-        boxes.setdefault(image_id, []).append(box)
+        boxes.setdefault(_key(image_id), []).append(box)
     return boxes
 
 

@@ -7,14 +7,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tfod.data.annotations import Box, Kind, Problem, Source, SourceImage
-from tfod.data.readers.common import ImageLocator, relative
+from tfod.data.readers.common import ImageLocator, relative, walk_files
 from tfod.errors import TfodError
 
 
 def read_voc(src: Path) -> Source:
     """Read a Pascal VOC folder."""
     ann_dir = src / "Annotations" if (src / "Annotations").is_dir() else src
-    xmls = sorted(ann_dir.rglob("*.xml"))
+    xmls = list(walk_files(ann_dir, frozenset({".xml"})))
     if not xmls:
         raise TfodError("no Pascal VOC XML files found (expected Annotations/*.xml)", src)
     splits = _image_sets(src)

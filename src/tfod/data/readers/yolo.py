@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from tfod.data.annotations import Box, Kind, Problem, Source, SourceImage, split_from_name
-from tfod.data.readers.common import IMAGE_SUFFIXES, relative
+from tfod.data.readers.common import IMAGE_SUFFIXES, lexical, relative, walk_files
 from tfod.errors import TfodError
 
 
@@ -22,17 +22,8 @@ def read_yolo(src: Path) -> Source:
     problems: list[Problem] = []
     images: list[SourceImage] = []
     used_labels: set[Path] = set()
-    root = src.resolve()
-    for path in sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        resolved = path.resolve()
+    for path in walk_files(src, IMAGE_SUFFIXES):
         rel = relative(src, path)
-        if not resolved.is_relative_to(root):
-            problems.append(
-                Problem(
-                    Kind.PATH_ESCAPES_SOURCE, rel, f"links to {resolved}, outside the source folder"
-                )
-            )
-            continue
         label = _label_file(src, path)
         boxes: list[Box] = []
         annotation = rel
@@ -41,8 +32,10 @@ def read_yolo(src: Path) -> Source:
             annotation = relative(src, label)
             boxes = _parse(label, annotation, classes, problems)
         split = next((s for s in map(split_from_name, Path(rel).parts[:-1]) if s), None)
-        images.append(SourceImage(resolved, rel, annotation, boxes, normalized=True, split=split))
-    for label in sorted(src.rglob("*.txt")):
+        images.append(
+            SourceImage(lexical(path), rel, annotation, boxes, normalized=True, split=split)
+        )
+    for label in walk_files(src, frozenset({".txt"})):
         if label not in used_labels and "labels" in label.relative_to(src).parts[:-1]:
             problems.append(
                 Problem(
