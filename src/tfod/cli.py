@@ -20,6 +20,10 @@ from tfod.console import console, native_output_to
 from tfod.errors import TfodError
 from tfod.runs.rundir import RunDir
 
+EXIT_STOPPED = 75
+"""`tfod train`'s exit status after Ctrl-C or SIGTERM: stopped with a checkpoint saved, resumable by
+running the same command (75 is sysexits' EX_TEMPFAIL). `train && export` then exports nothing."""
+
 app = typer.Typer(
     help="From a folder of labelled images to a trained, evaluated, quantized object detector.",
     no_args_is_help=True,
@@ -239,6 +243,8 @@ def train(
     result = run_training(load_config(config), runs_dir, run, steps, batch_size, inline_eval=eval)
     if result.last_eval is not None:
         print_metrics(console, result.last_eval)
+    if result.status == "stopped":
+        raise typer.Exit(EXIT_STOPPED)
 
 
 @app.command("batch-size")
@@ -290,23 +296,23 @@ def evaluate(
     from tfod.evaluate.report import print_metrics
 
     run_dir = RunDir(run)
-    if watch:
-        _wait_for_run(run_dir, timeout, poll)
+    if not watch:
+        step, prefix = run_dir.require().checkpoint(checkpoint)  # checked before building a model
+        with native_output_to(run / "eval.log"):
+            row = RunEvaluator(run_dir).evaluate(step, prefix)
+        print_metrics(console, row)
+        return
+    _wait_for_run(run_dir, timeout, poll)
     run_dir.require()
     with native_output_to(run / "eval.log"):
         evaluator = RunEvaluator(run_dir)
-        if watch:
-            console.print(
-                f"Watching {escape(str(run))} for checkpoints (idle timeout {timeout:g} s)..."
-            )
-            count = evaluator.watch(timeout, poll, on_row=lambda row: print_metrics(console, row))
-            console.print(
-                f"Evaluated {count} checkpoint(s); run status: {run_dir.read().get('status')}."
-            )
-            return
-        step, prefix = run_dir.checkpoint(checkpoint)
-        row = evaluator.evaluate(step, prefix)
-    print_metrics(console, row)
+        console.print(
+            f"Watching {escape(str(run))} for checkpoints (idle timeout {timeout:g} s)..."
+        )
+        count = evaluator.watch(timeout, poll, on_row=lambda row: print_metrics(console, row))
+        console.print(
+            f"Evaluated {count} checkpoint(s); run status: {run_dir.read().get('status')}."
+        )
 
 
 def _wait_for_run(run: RunDir, timeout: float, poll: float) -> None:
@@ -435,6 +441,8 @@ def predict(
 
     if not 0.0 <= threshold <= 1.0:
         raise TfodError(f"--threshold must be between 0 and 1, got {threshold}")
+    if out.exists() and not out.is_dir():
+        raise TfodError("--out must be a folder, and this is a file", out)
     log = out / "predict.log"
     with native_output_to(log), counter() as progress:
         detector = load_model(model, checkpoint)
@@ -448,6 +456,8 @@ def predict(
         console.print(f"[yellow]skipped[/yellow] {escape(str(path))}: {escape(reason)}")
     if result.skipped:
         console.print(f"[yellow]{len(result.skipped)} input(s) skipped[/yellow]")
+    if result.images == 0 and result.frames == 0:
+        raise TfodError("nothing was predicted: no input could be read")
 
 
 runs_app = typer.Typer(help="List, inspect and compare runs.", no_args_is_help=True)
@@ -524,7 +534,12 @@ def main() -> None:
     try:
         app()
     except TfodError as err:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
+        sys.exit(1)
+    except OSError as err:  # a full disk, a read-only folder, a file where a folder should be
+        where = f"{err.filename}: " if err.filename else ""
+        message = escape(where + (err.strerror or str(err)))
+        console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

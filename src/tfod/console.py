@@ -22,7 +22,14 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False)
+# Without a terminal (`docker compose logs`, CI, a file) rich would cut tables at 80 columns
+# ("+0.0…"): lay them out wide instead, unless COLUMNS says otherwise.
+PLAIN_WIDTH = 200
+console = Console(
+    stderr=True,
+    highlight=False,
+    width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else PLAIN_WIDTH,
+)
 
 
 def _progress() -> Progress:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tfod.atomic import TMP_PREFIX
 from tfod.data.demo import draw_scene
 from tfod.data.labelmap import read_label_map
 from tfod.errors import TfodError
@@ -51,10 +52,12 @@ def _matched(reference: Detections, other: Detections, iou: float, score: float)
 
 
 def test_best_falls_back_to_latest_before_any_evaluation(tmp_path: Path) -> None:
+    import tensorflow as tf
+
     run = RunDir(tmp_path / "run")
     run.update(status="running")
-    for step in (2, 4):
-        (run.path / f"ckpt-{step}.index").write_bytes(b"")
+    for step in (2, 4):  # real (tiny) checkpoints: a checkpoint is checked intact before use
+        tf.train.Checkpoint(v=tf.Variable(float(step))).write(str(run.path / f"ckpt-{step}"))
     (run.path / "checkpoint").write_text(
         'model_checkpoint_path: "ckpt-4"\n'
         'all_model_checkpoint_paths: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-4"\n'
@@ -119,7 +122,7 @@ def test_manifest_describes_every_artefact(exported_run: Path) -> None:
     if shutil.which("edgetpu_compiler") is None:
         assert manifest["edgetpu"]["compiler"] is None
         assert "apt-get install edgetpu-compiler" in manifest["edgetpu"]["hint"]
-    leftovers = [p.name for p in exported_run.iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in exported_run.iterdir() if p.name.startswith(TMP_PREFIX)]
     assert leftovers == [], "temporary export folders were left behind"
 
 

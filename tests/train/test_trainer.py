@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import smoke_config
-from tfod.config.schema import TfodConfig, dump_config
+from tfod.config.schema import TfodConfig
 from tfod.errors import TfodError
 from tfod.runs.rundir import RunDir
 
@@ -36,45 +32,6 @@ def test_smoke_run_writes_the_run_folder(smoke_run: Path) -> None:
     assert [row["step"] for row in run.metrics()] == [2, 4]
     assert state["best"]["step"] in (2, 4) and (smoke_run / "best" / "checkpoint").is_file()
     assert "Traceback" not in (smoke_run / "train.log").read_text()
-
-
-def _tfod(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tfod", *args], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def test_sigterm_saves_and_stops_then_the_same_command_resumes(
-    demo_data: Path, tmp_path: Path
-) -> None:
-    config = smoke_config(demo_data, name="resume", train={"steps": 40}, eval={"every_steps": 40})
-    path = tmp_path / "tfod.yaml"
-    path.write_text(dump_config(config))
-    run = RunDir(tmp_path / "runs" / "resume")
-
-    process = _tfod("train", str(path), cwd=tmp_path)
-    deadline = time.monotonic() + 300
-    while run.read().get("step", 0) < 10:  # a few loops of 10 steps done
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 0, output
-    assert "checkpoint saved" in output and "Traceback" not in output
-    state = run.read()
-    assert state["status"] == "stopped"
-    stopped_at = state["step"]
-    assert 10 <= stopped_at < 40 and stopped_at in run.checkpoints()
-
-    process = _tfod("train", str(path), cwd=tmp_path)
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output
-    assert f"Resuming from step {stopped_at}" in output
-    state = run.read()
-    assert state["status"] == "finished" and state["step"] == 40
-    assert [s["start_step"] for s in state["sessions"]] == [0, stopped_at]
 
 
 def test_training_a_finished_run_again_reports_its_last_evaluation(smoke_run: Path) -> None:

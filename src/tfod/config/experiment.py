@@ -52,12 +52,19 @@ def make_plan(
     batch_size: int | None = None,
     steps: int | None = None,
 ) -> Plan:
-    """Resolve defaults and `auto` values; command-line `batch_size`/`steps` win over the file."""
+    """Resolve defaults and `auto` values; command-line `batch_size`/`steps` win over the file.
+
+    Raises:
+        TfodError: `batch_size` or `steps` below 1 (checked as tfod.yaml checks the same fields).
+    """
+    for option, value in (("--batch-size", batch_size), ("--steps", steps)):
+        if value is not None and value < 1:
+            raise TfodError(f"{option} must be a whole number of at least 1, got {value}")
     preset = get_preset(config.model.preset)
     train = config.train
     configured = train.batch_size if isinstance(train.batch_size, int) else None
-    batch = batch_size or configured or preset.batch_size  # `auto` is resolved by the trainer
-    n_steps = steps or train.steps or preset.steps
+    batch = batch_size if batch_size is not None else configured or preset.batch_size
+    n_steps = steps if steps is not None else train.steps or preset.steps
     linear = preset.base_learning_rate * batch / preset.reference_batch
     lr = linear if train.learning_rate == "auto" else float(train.learning_rate)
     warmup = (

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from tfod import atomic
+from tfod.console import console
 from tfod.errors import TfodError
 from tfod.evaluate.coco import Detector, coco_metrics
-from tfod.runs.rundir import EXPERIMENT_YAML, FINISHED, RunDir, now
+from tfod.runs.rundir import EXPERIMENT_YAML, FINISHED, RunDir, damage, now
 
 Row = dict[str, Any]
 
@@ -71,6 +72,9 @@ class RunEvaluator:
         import tensorflow as tf
 
         if restore:
+            problem = damage(prefix)
+            if problem is not None:
+                raise TfodError(f"checkpoint is damaged ({problem})", f"{prefix}.index")
             status = tf.train.Checkpoint(model=self.model).read(str(prefix))
             status.expect_partial().assert_existing_objects_matched()
         started = time.perf_counter()
@@ -109,8 +113,12 @@ class RunEvaluator:
             for step, prefix in pending.items():
                 if not Path(f"{prefix}.index").is_file():  # deleted by max_to_keep meanwhile
                     continue
-                row = self.evaluate(step, prefix)
                 done.add(step)
+                try:
+                    row = self.evaluate(step, prefix)
+                except TfodError as err:  # a damaged checkpoint: skip it, say so, go on
+                    console.print(f"[yellow]skipped[/yellow] {err}")
+                    continue
                 evaluated += 1
                 idle_since = time.monotonic()
                 if on_row is not None:

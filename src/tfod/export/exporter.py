@@ -14,7 +14,10 @@ Built on Model Garden's export libraries (`export_saved_model_lib.export_inferen
   split as the validation parser sees them: Model Garden calibrates on augmented training data,
   2000 steps by default, and rewrites the experiment's `train_data` while doing it.
 
-Everything is built in a temporary folder that replaces RUN/export/ only when complete.
+Everything is built in a temporary folder that replaces RUN/export/ only when complete. An earlier
+export's artefacts that this one does not rebuild are kept when they come from the same
+checkpoint, and listed as removed (manifest `removed`) when they come from another one: an export
+folder never mixes checkpoints.
 """
 
 from __future__ import annotations
@@ -112,8 +115,36 @@ def export(
                 manifest["edgetpu"] = edgetpu.compile_for_edgetpu(out / tflite_name("int8"), say)
                 if manifest["edgetpu"].get("artefact"):
                     manifest["artefacts"].append(manifest["edgetpu"].pop("artefact"))
+        _carry_over(run, manifest, out, say)
         atomic.write_json(out / EXPORT_JSON, manifest)
     return manifest
+
+
+def _carry_over(
+    run: RunDir, manifest: dict[str, Any], out: Path, say: Callable[[str], None]
+) -> None:
+    """Keep the previous export's artefacts that this export did not rebuild, if they come from
+    the same checkpoint; otherwise record (and say) that they are gone."""
+    try:
+        previous = read_manifest(run)
+    except TfodError:
+        return
+    built = {a["file"] for a in manifest["artefacts"]}
+    same = previous.get("checkpoint", {}).get("path") == manifest["checkpoint"]["path"]
+    for item in previous.get("artefacts", []):
+        name = str(item.get("file", ""))
+        source = run.path / EXPORT / name
+        if not name or name in built or not source.exists():
+            continue
+        if same:
+            copy = shutil.copytree if source.is_dir() else shutil.copy2
+            copy(source, out / name)
+            manifest["artefacts"].append(item)
+            say(f"kept {name} from the previous export of the same checkpoint")
+        else:
+            manifest.setdefault("removed", []).append(name)
+            step = previous.get("checkpoint", {}).get("step")
+            say(f"removed {name}: it was exported from another checkpoint (step {step})")
 
 
 def read_manifest(run: RunDir) -> dict[str, Any]:

@@ -10,11 +10,16 @@ a file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +33,7 @@ METRICS_JSONL = "metrics.jsonl"
 CONFIG_COPY = "tfod.yaml"
 EXPERIMENT_YAML = "experiment.yaml"
 BEST = "best"
+LOCK = ".lock"
 FINISHED = "finished"
 _CKPT = re.compile(r"ckpt-(\d+)$")
 
@@ -79,6 +85,36 @@ class RunDir:
                 "not a tfod run folder (no run.json); start one with `tfod train`", self.path
             )
         return self
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's trainer lock: one trainer per run folder.
+
+        An advisory `flock` on RUN/.lock, which the kernel releases when its holder dies however
+        it dies, so a lock is never stale. The file records the holder's pid and host.
+
+        Raises:
+            TfodError: another process holds it; the message names its pid and host.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+                raise TfodError(
+                    f"run {self.name!r} is being trained by another process ({holder}); wait for "
+                    "it to end or stop it, or pass --run NEW_NAME",
+                    self.path,
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd, f"pid {os.getpid()} on host {socket.gethostname()}, since {now()}\n".encode(), 0
+            )
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # run.json -------------------------------------------------------------------------------
     def read(self) -> dict[str, Any]:
@@ -141,7 +177,13 @@ class RunDir:
         return dict(sorted(found.items()))
 
     def checkpoint(self, which: str = "latest") -> tuple[int, Path]:
-        """`latest`, `best` or a step number -> (step, checkpoint prefix)."""
+        """`latest`, `best` or a step number -> (step, checkpoint prefix), checked intact.
+
+        `latest` falls back, with a message, to the newest intact checkpoint when the newest one
+        is damaged; a damaged `best` or step is a `TfodError` naming the file.
+        """
+        from tfod.console import console
+
         if which == "best":
             step = (self.read().get("best") or {}).get("step")
             prefix = self.path / BEST / f"ckpt-{step}"
@@ -149,13 +191,21 @@ class RunDir:
                 raise TfodError(
                     "no best checkpoint yet: it appears after the first evaluation", self.path
                 )
+            _require_intact(prefix, "pass --checkpoint latest or a step")
             return int(step), prefix
         available = self.checkpoints()
         if not available:
             raise TfodError("no checkpoint yet: training has not saved one", self.path)
         if which == "latest":
-            step = max(available)
-            return step, available[step]
+            for step in sorted(available, reverse=True):
+                problem = damage(available[step])
+                if problem is None:
+                    return step, available[step]
+                console.print(
+                    f"[yellow]warning[/yellow]: {available[step]} is damaged ({problem}); "
+                    "using the previous checkpoint"
+                )
+            raise TfodError("every checkpoint of this run is damaged", self.path)
         try:
             step = int(which)
         except ValueError:
@@ -164,7 +214,32 @@ class RunDir:
             raise TfodError(
                 f"no checkpoint at step {step}; have {', '.join(map(str, available))}", self.path
             )
+        _require_intact(available[step], "pass --checkpoint latest to use the newest intact one")
         return step, available[step]
+
+    def set_aside_damaged(self) -> list[tuple[Path, str]]:
+        """Move damaged checkpoints into RUN/damaged/ (nothing is deleted) and point the
+        `checkpoint` state file at the newest intact one, so a resume continues from it.
+
+        Returns:
+            The checkpoints moved, each with what is wrong with it.
+        """
+        moved = []
+        for _, prefix in sorted(self.checkpoints().items(), reverse=True):
+            problem = damage(prefix)
+            if problem is None:
+                break
+            aside = self.path / "damaged"
+            aside.mkdir(exist_ok=True)
+            for part in prefix.parent.glob(prefix.name + ".*"):
+                part.replace(aside / part.name)
+            moved.append((prefix, problem))
+        if moved:
+            kept = [p.name for p in self.checkpoints().values()]
+            lines = [f'model_checkpoint_path: "{kept[-1]}"\n'] if kept else []
+            lines += [f'all_model_checkpoint_paths: "{name}"\n' for name in kept]
+            atomic.write_text(self.path / "checkpoint", "".join(lines))
+        return moved
 
     def keep_best(self, step: int, prefix: Path, metric: str, value: float) -> bool:
         """Copy checkpoint `prefix` into best/ if `value` beats the best so far; True if it did."""
@@ -180,3 +255,23 @@ class RunDir:
             )
         self.update(best={"step": step, "metric": metric, "value": value})
         return True
+
+
+def damage(prefix: Path) -> str | None:
+    """What is wrong with the checkpoint `prefix` (None: every tensor reads back, checksums
+    included)."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as err:  # TensorFlow raises IndexError, OpError, ValueError... for damage
+        return getattr(err, "message", None) or str(err) or type(err).__name__
+    return None
+
+
+def _require_intact(prefix: Path, advice: str) -> None:
+    problem = damage(prefix)
+    if problem is not None:
+        raise TfodError(f"checkpoint is damaged ({problem}); {advice}", f"{prefix}.index")

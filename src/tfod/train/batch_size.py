@@ -15,6 +15,7 @@ through /proc/self/clear_refs) against the host's (or the container's cgroup) me
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -159,10 +160,20 @@ def _probe(step: Callable[[int], None], device: Device, batch: int, budget: int)
     return Probe(batch, OK if peak <= budget else OVER, peak, time.perf_counter() - started)
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """Is `err` a full disk (or quota)? TensorFlow reports one as ResourceExhaustedError too."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
 def is_oom(err: BaseException) -> bool:
-    """Is `err` the device running out of memory?"""
+    """Is `err` the device running out of memory (and not a full disk)?"""
     if isinstance(err, MemoryError):
         return True
+    if is_disk_full(err):
+        return False
     try:
         import tensorflow as tf
     except ImportError:  # pragma: no cover - tfod always has TensorFlow

@@ -90,10 +90,24 @@ def train(
     """Train `config` into `runs_dir/RUN`, resuming from the run's last checkpoint if it has one.
 
     Raises:
-        TfodError: a pre-flight check failed, or the run exists with different settings.
+        TfodError: a pre-flight check failed, the run exists with different settings, another
+            process is training it, or the disk filled up.
     """
     summary = load_summary(config.data.dir)
     run = RunDir(runs_dir / (run_name or config.name))
+    with run.lock():
+        return _train_locked(config, summary, run, steps, batch_size, inline_eval, progress)
+
+
+def _train_locked(
+    config: TfodConfig,
+    summary: dict[str, Any],
+    run: RunDir,
+    steps: int | None,
+    batch_size: int | None,
+    inline_eval: bool,
+    progress: bool,
+) -> TrainResult:
     batch_search = None
     if batch_size is None:  # a resumed run keeps the batch it found or fell back to
         batch_size = (
@@ -108,6 +122,11 @@ def train(
     experiment = build_experiment(config, plan)
     raise_on_errors(run_checks(config, plan, summary, experiment, _replicas()), console)
     _claim(run, config, plan)
+    for prefix, problem in run.set_aside_damaged():
+        console.print(
+            f"[yellow]warning[/yellow]: {prefix} is damaged ({problem}); moved it to "
+            f"{run.path / 'damaged'} and resuming from the previous checkpoint"
+        )
     atomic.write_text(run.path / CONFIG_COPY, dump_config(config))
     _write_experiment(run, experiment)
     state = run.read()
@@ -141,6 +160,12 @@ def train(
                     )
                 break
             except Exception as err:
+                if batch_size_search.is_disk_full(err):
+                    raise TfodError(
+                        f"the disk is full ({_first_line(err)}); nothing was changed: free some "
+                        "space and run the same command to resume from the last checkpoint",
+                        run.path,
+                    ) from None
                 if not batch_size_search.is_oom(err):
                     raise
                 plan, experiment = _recover_from_oom(config, plan, run)
@@ -162,9 +187,16 @@ def train(
     finally:
         sessions = run.read().get("sessions") or sessions  # _run added this session's start step
         sessions[-1].update(ended=now(), status=status)
-        run.update(status=status, sessions=sessions, **({"step": step} if step else {}))
+        try:
+            run.update(status=status, sessions=sessions, **({"step": step} if step else {}))
+        except OSError as err:  # a full disk: the error being raised says what to do
+            console.print(f"[yellow]warning[/yellow]: could not record the run's status: {err}")
     _plot(run)
     return TrainResult(run, status, step, last_eval)
+
+
+def _first_line(err: BaseException) -> str:
+    return (getattr(err, "message", None) or str(err) or type(err).__name__).splitlines()[0]
 
 
 def _plot(run: RunDir) -> None:
@@ -424,11 +456,17 @@ def _evaluate_inline(
 
 
 class _ProgressBar:
-    """Step, steps/s, loss and ETA; silent when disabled."""
+    """Step, steps/s, loss and ETA; silent when disabled.
+
+    On a terminal, a live bar. Without one (`docker compose logs`, CI, a file), a plain line every
+    TFOD_PROGRESS_SECONDS (default 30) seconds and at the last step.
+    """
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.total = total
         self.enabled = enabled
+        self.plain = enabled and not console.is_terminal
+        self.every = float(os.environ.get("TFOD_PROGRESS_SECONDS", "30"))
         self._progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -443,19 +481,23 @@ class _ProgressBar:
         self._task: Any = None
         self._started = 0.0
         self._first_step = 0
+        self._printed = 0.0
 
     def __enter__(self) -> _ProgressBar:
-        if self.enabled:
+        if self.enabled and not self.plain:
             self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
+        if self.enabled and not self.plain:
             self._progress.stop()
 
     def start(self, step: int) -> None:
         self._first_step, self._started = step, time.monotonic()
-        if self.enabled:
+        self._printed = self._started
+        if self.plain:
+            console.print(f"train: step {step}/{self.total}, tracing the graph...")
+        elif self.enabled:
             self._task = self._progress.add_task(
                 "train", total=self.total, completed=step, rate="tracing the graph...", loss="-"
             )
@@ -463,11 +505,29 @@ class _ProgressBar:
     def update(self, step: int, loss: float) -> None:
         if not self.enabled:
             return
-        elapsed = time.monotonic() - self._started
+        clock = time.monotonic()
+        elapsed = clock - self._started
         rate = (step - self._first_step) / elapsed if elapsed > 0 else 0.0
-        self._progress.update(
-            self._task, completed=step, rate=f"{rate:.2f} steps/s", loss=f"{loss:.3f}"
+        if not self.plain:
+            self._progress.update(
+                self._task, completed=step, rate=f"{rate:.2f} steps/s", loss=f"{loss:.3f}"
+            )
+            return
+        if clock - self._printed < self.every and step < self.total:
+            return
+        self._printed = clock
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        console.print(
+            f"train: step {step}/{self.total} ({100 * step / self.total:.0f}%), loss {loss:.3f}, "
+            f"{rate:.2f} steps/s, elapsed {_clock(elapsed)}, eta {_clock(eta)}"
         )
 
     def log(self, message: str) -> None:
         (self._progress.console if self.enabled else console).print(message)
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # nan: no rate yet
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
