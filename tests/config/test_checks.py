@@ -146,3 +146,30 @@ def test_unknown_model_garden_override_is_named(demo_data: Path) -> None:
 def test_unknown_preset(demo_data: Path) -> None:
     with pytest.raises(TfodError, match="unknown preset 'yolo'"):
         _findings(smoke_config(demo_data, model={"preset": "yolo"}))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"train": {"images": 0}, "val": {"images": 0}}, "holds no images; convert a source"),
+        ({"train": {"boxes": 0}}, "the train split of .* has no boxes"),
+        ({"val": {"images": 0}}, r"the val split .* has no images \(all are in train\)"),
+    ],
+    ids=["no-images", "no-boxes", "no-val-images"],
+)
+def test_a_dataset_without_images_or_boxes_is_an_error_with_the_right_advice(
+    demo_data: Path, tmp_path: Path, edit: dict[str, dict[str, int]], message: str
+) -> None:
+    """Datasets of older tfod versions, or edited by hand: convert itself now refuses them."""
+    import json
+    import re
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    summary = json.loads((data / "dataset.json").read_text())
+    for split, fields in edit.items():
+        summary["splits"][split].update(fields)
+    (data / "dataset.json").write_text(json.dumps(summary))
+    errors = [f.message for f in _findings(smoke_config(data)) if f.severity == "error"]
+    assert any(re.search(message, m) for m in errors), errors
+    assert not any("use at most 0" in m for m in errors)

@@ -60,6 +60,15 @@ def test_each_image_runs_tfod_as_a_non_root_user_with_labels(client: Any, target
     assert labels["org.opencontainers.image.revision"] not in ("", None)
 
 
+@pytest.mark.parametrize("target", ["export", "train"])
+def test_matplotlib_has_a_writable_config_folder(client: Any, target: str) -> None:
+    """As user tfod, plotting warns of no unwritable /tmp/matplotlib (a compose-stack report)."""
+    script = "import matplotlib, matplotlib.pyplot; print(matplotlib.get_configdir())"
+    output = run(client, target, ["-c", script], entrypoint="python")
+    assert "is not a writable directory" not in output, output
+    assert output.strip().splitlines()[-1] == "/home/tfod/.cache/matplotlib"
+
+
 def test_export_image_is_much_smaller_than_train(client: Any) -> None:
     train = client.images.get(image("train")).attrs["Size"]
     export = client.images.get(image("export")).attrs["Size"]
@@ -184,6 +193,12 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
         seconds = time.monotonic() - started
         assert first_ap is not None, call("logs", "--tail", "50").stdout
         print(f"compose up -> first AP ({first_ap:.3f}) in {seconds:.0f} s")
+        for _ in range(60):  # without a TTY the trainer prints progress lines
+            trainer_log = call("logs", "trainer").stdout
+            if "train: step 4/4" in trainer_log:
+                break
+            time.sleep(5)
+        assert "train: step 4/4" in trainer_log, trainer_log[-3000:]
 
         for _ in range(60):
             tensorboard = client.containers.get(_service(client, project, "tensorboard"))

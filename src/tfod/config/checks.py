@@ -45,7 +45,7 @@ def run_checks(
     model = experiment.task.model
     _check_classes(config, model.num_classes, error)
     _check_input_size(list(model.input_size), int(model.max_level), error)
-    if plan.batch_size > plan.train_images:
+    if 0 < plan.train_images < plan.batch_size:
         error(
             "train.batch_size",
             f"batch {plan.batch_size} is larger than the {plan.train_images} training images; "
@@ -113,19 +113,31 @@ def _check_data(config: TfodConfig, summary: dict[str, Any], error: Any) -> None
     for name in (LABEL_MAP, VAL_COCO_JSON):
         if not (directory / name).is_file():
             error("data.dir", f"{directory / name} is missing; re-run `tfod data convert`")
+    splits = summary.get("splits", {})
+    if not any(splits.get(split, {}).get("images") for split in ("train", "val")):
+        error("data.dir", f"{directory} holds no images; convert a source with labelled images")
+        return
     for split in ("train", "val"):
-        shards = summary.get("splits", {}).get(split, {}).get("shards", [])
+        shards = splits.get(split, {}).get("shards", [])
         missing = [s for s in shards if not (directory / s).is_file()]
         if not shards or missing:
             error(
                 "data.dir",
                 f"{split} shards missing in {directory} ({', '.join(missing) or 'none listed'})",
             )
-        elif not summary["splits"][split].get("images"):
+        elif not splits[split].get("images"):
+            other = "train" if split == "val" else "val"
             error(
                 "data.dir",
-                f"the {split} split of {directory} has no images; convert with a --val-fraction > 0",
+                f"the {split} split of {directory} has no images (all are in {other}); convert "
+                f"again with --val-fraction {'0.2' if split == 'val' else 'below 1'}",
             )
+    if splits.get("train", {}).get("images") and not splits["train"].get("boxes"):
+        error(
+            "data.dir",
+            f"the train split of {directory} has no boxes: a detector learns nothing from it; "
+            "check the conversion's problems (`tfod data stats`)",
+        )
 
 
 def _check_classes(config: TfodConfig, num_classes: int, error: Any) -> None:
