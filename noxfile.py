@@ -39,7 +39,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite on generated data (everything but the docker-marked tests)."""
     _install(session, "test")
-    session.run("pytest", "-m", "not docker", *session.posargs)
+    session.run("pytest", "-m", "not docker and not network", *session.posargs)
 
 
 @nox.session(python=PYTHON)

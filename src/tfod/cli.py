@@ -162,11 +162,17 @@ def init(
         str | None, typer.Option(help="Run name (default: the dataset folder name).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune from this zoo entry (`tfod zoo list`): its preset, a fine-tuning recipe."
+        ),
+    ] = None,
 ) -> None:
     """Write a commented tfod.yaml for a dataset."""
     from tfod.config.template import write_template
 
-    write_template(out, data, preset, name, force)
+    write_template(out, data, preset, name, force, pretrained)
     console.print(
         f"Wrote [bold]{escape(str(out))}[/bold]; check it with `tfod config validate {escape(str(out))}`"
     )
@@ -458,6 +464,53 @@ def predict(
         console.print(f"[yellow]{len(result.skipped)} input(s) skipped[/yellow]")
     if result.images == 0 and result.frames == 0:
         raise TfodError("nothing was predicted: no input could be read")
+
+
+zoo_app = typer.Typer(help="Published COCO detectors to start from.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """Every entry: preset, input size, COCO AP, what it restores, URL, and whether it is cached."""
+    from rich.table import Table
+
+    from tfod.config.presets import get_preset
+    from tfod.zoo.cache import MANIFEST, cache_dir, cache_folder
+    from tfod.zoo.catalog import ZOO
+
+    table = Table(title=f"tfod zoo (cache: {escape(str(cache_dir()))})")
+    for column in ("name", "preset", "input", "COCO AP", "restores", "source", "cached"):
+        table.add_column(column, justify="right" if column in ("input", "COCO AP") else "left")
+    for entry in ZOO.values():
+        manifest = cache_folder(f"zoo:{entry.name}") / MANIFEST
+        where = (
+            f"[green]yes[/green] {json.loads(manifest.read_text())['bytes'] / 1e6:.0f} MB"
+            if manifest.is_file()
+            else "no"
+        )
+        table.add_row(
+            entry.name, entry.preset, str(get_preset(entry.preset).input_size),
+            f"{entry.coco_ap:g}" if entry.restores == "detector" else f"({entry.coco_ap:g} top-1)",
+            entry.restores, escape(entry.url), where,
+        )  # fmt: skip
+    console.print(table)
+    console.print("Start from one: `tfod init --data DIR --pretrained NAME`.")
+
+
+@zoo_app.command("get")
+def zoo_get(
+    name: Annotated[str, typer.Argument(help="A zoo entry (`tfod zoo list`) or a URL.")],
+) -> None:
+    """Download, check and cache an entry (resumes an interrupted download; cached: no network)."""
+    from tfod.zoo.cache import fetch, is_remote
+
+    cached = fetch(name if is_remote(name) else f"zoo:{name}")
+    manifest = cached.manifest
+    console.print(
+        f"{escape(cached.reference)}: {escape(str(cached.prefix))} "
+        f"({manifest['bytes'] / 1e6:.1f} MB, sha256 {manifest['sha256']}, from {escape(manifest['url'])})"
+    )
 
 
 runs_app = typer.Typer(help="List, inspect and compare runs.", no_args_is_help=True)

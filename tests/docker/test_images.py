@@ -246,3 +246,57 @@ def _service(client: Any, project: str, service: str) -> str:
         },
     )
     return str(container.id)
+
+
+MIRROR_TARBALL = (
+    "/mirror/tf_model_garden/vision/qat/mobilenetv2_ssd_coco/mobilenetv2_ssd_i256_ckpt.tar.gz"
+)
+
+
+def test_pretrained_fine_tuning_downloads_once_into_a_shared_cache(
+    client: Any, volumes: dict[str, Any]
+) -> None:
+    """The compose stack's cache volume: the trainer fetches a zoo entry (from a mirror folder
+    holding a tarball laid out like Model Garden's, made from a run trained here), the exporter
+    finds it cached."""
+    extra = {f"tfod-test-{kind}-{uuid.uuid4().hex[:8]}": kind for kind in ("cache", "mirror")}
+    for name in extra:
+        client.volumes.create(name)
+    mounts = {
+        **volumes,
+        **{name: {"bind": "/home/tfod/.cache/tfod" if kind == "cache" else "/mirror", "mode": "rw"} for name, kind in extra.items()},
+    }  # fmt: skip
+    try:
+        run(client, "export", ["data", "demo", "--out", "/data/pets", "--n", "16"], volumes=mounts)
+        make_published = (
+            "set -e; tfod init --data /data/pets --out /tmp/coco.yaml --name coco "
+            "--preset retinanet-mobilenetv2-ssd-256; "
+            "tfod train /tmp/coco.yaml --runs-dir /tmp/runs --steps 2 --batch-size 2 --no-eval; "
+            "mkdir -p /tmp/pack/mobilenetv2_ssd_i256_ckpt $(dirname " + MIRROR_TARBALL + "); "
+            "for part in index data-00000-of-00001; do cp /tmp/runs/coco/ckpt-2.$part "
+            "/tmp/pack/mobilenetv2_ssd_i256_ckpt/ckpt-277200.$part; done; "
+            "tar -czf " + MIRROR_TARBALL + " -C /tmp/pack mobilenetv2_ssd_i256_ckpt"
+        )
+        run(client, "train", ["-c", make_published], entrypoint="sh", volumes=mounts, user="root")
+        fine_tune = (
+            "set -e; tfod init --data /data/pets --out /tmp/pets.yaml --name pets "
+            "--pretrained retinanet-mobilenetv2-256-coco; "
+            "tfod train /tmp/pets.yaml --runs-dir /runs --steps 2 --batch-size 2 --no-eval"
+        )
+        out = run(
+            client, "train", ["-c", fine_tune], entrypoint="sh", volumes=mounts,
+            environment={"TFOD_ZOO_MIRROR": "/mirror"},
+        )  # fmt: skip
+        assert "Started from zoo:retinanet-mobilenetv2-256-coco" in out, out[-3000:]
+        state = json.loads(cat(client, mounts, "/runs/pets/run.json"))
+        assert state["initialized_from"]["report"]["backbone"]["action"] == "restored"
+        listing = run(
+            client, "export", ["zoo", "list"], volumes=mounts, environment={"COLUMNS": "250"}
+        )
+        row = next(
+            line for line in listing.splitlines() if "retinanet-mobilenetv2-256-coco " in line
+        )
+        assert " yes " in row, listing
+    finally:
+        for name in extra:
+            client.volumes.get(name).remove(force=True)

@@ -71,7 +71,9 @@ def run_checks(
     chosen_by_user = momentum != plan.norm_momentum or config.train.norm_momentum != "auto"
     if chosen_by_user and window * BN_MIN_RUN_FRACTION > plan.steps:
         needed = math.ceil(window * BN_MIN_RUN_FRACTION)
-        error(
+        # From a checkpoint the statistics start right and a slow momentum keeps them: a warning.
+        report = warning if config.model.init_checkpoint else error
+        report(
             "train.norm_momentum",
             f"batch-norm momentum {momentum} averages its statistics over ~{window:.0f} steps, too slow for "
             f"{plan.steps} steps: evaluation would use statistics that lag far behind the weights "

@@ -46,6 +46,11 @@ class Plan:
         return asdict(self)
 
 
+def linear_rule(preset: Preset, batch: int) -> float:
+    """The preset's learning rate scaled linearly from its reference batch to `batch`."""
+    return preset.base_learning_rate * batch / preset.reference_batch
+
+
 def make_plan(
     config: TfodConfig,
     summary: dict[str, Any],
@@ -65,7 +70,7 @@ def make_plan(
     configured = train.batch_size if isinstance(train.batch_size, int) else None
     batch = batch_size if batch_size is not None else configured or preset.batch_size
     n_steps = steps if steps is not None else train.steps or preset.steps
-    linear = preset.base_learning_rate * batch / preset.reference_batch
+    linear = linear_rule(preset, batch)
     lr = linear if train.learning_rate == "auto" else float(train.learning_rate)
     warmup = (
         min(preset.warmup_steps, max(1, n_steps // 10))

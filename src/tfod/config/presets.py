@@ -52,8 +52,13 @@ class Preset:
     steps: int = 20000
 
 
-def _mobilenetv2(width: float = 1.0, filters: int = 128, convs: int = 4) -> dict[str, Any]:
-    return {
+def _mobilenetv2(
+    width: float = 1.0, filters: int = 128, convs: int = 4, published: bool = False
+) -> dict[str, Any]:
+    """MobileNetV2 + separable FPN + separable head. `published`: exactly the layout of Model
+    Garden's published COCO checkpoint (Keras-layer FPN, batch-norm epsilon 0.001, anchor size 3),
+    from `official/projects/qat/vision/configs/experiments/retinanet/coco_mobilenetv2_qat_tpu_e2e.yaml`."""
+    model: dict[str, Any] = {
         "backbone": {
             "type": "mobilenet",
             "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": width},
@@ -62,6 +67,11 @@ def _mobilenetv2(width: float = 1.0, filters: int = 128, convs: int = 4) -> dict
         "head": {"num_filters": filters, "num_convs": convs, "use_separable_conv": True},
         "norm_activation": {"activation": "relu6"},
     }
+    if published:
+        model["decoder"]["fpn"]["use_keras_layer"] = True
+        model["norm_activation"]["norm_epsilon"] = 0.001
+        model["anchor"] = {"num_scales": 3, "aspect_ratios": [0.5, 1.0, 2.0], "anchor_size": 3}
+    return model
 
 
 _REAL = [
@@ -82,6 +92,16 @@ _REAL = [
         min_level=3,
         max_level=6,
         model=_mobilenetv2(),
+    ),
+    Preset(
+        "retinanet-mobilenetv2-ssd-256",
+        "retinanet_mobile_coco",
+        "MobileNetV2 RetinaNet, 256 px, levels 3-7: the layout of Model Garden's COCO checkpoint "
+        "(zoo: retinanet-mobilenetv2-256-coco)",
+        input_size=256,
+        min_level=3,
+        max_level=7,
+        model=_mobilenetv2(published=True),
     ),
     Preset(
         "retinanet-spinenet49-mobile-384",
@@ -114,6 +134,12 @@ _SMOKE = [
         "retinanet-mobilenetv2-320" + SMOKE_SUFFIX, "retinanet_mobile_coco",
         "tiny twin of retinanet-mobilenetv2-320 for tests",
         input_size=96, min_level=3, max_level=5, model=_mobilenetv2(0.35, 16, 1),
+        batch_size=4, steps=4,
+    ),
+    Preset(
+        "retinanet-mobilenetv2-ssd-256" + SMOKE_SUFFIX, "retinanet_mobile_coco",
+        "tiny twin of retinanet-mobilenetv2-ssd-256 for tests",
+        input_size=128, min_level=3, max_level=7, model=_mobilenetv2(0.35, 16, 1, published=True),
         batch_size=4, steps=4,
     ),
     Preset(

@@ -40,7 +40,8 @@ class ModelSection(_Section):
     preset: str = "retinanet-mobilenetv2-256"
     init_checkpoint: str | None = Field(
         default=None,
-        description="a checkpoint (file prefix or folder) or another tfod run folder to start from",
+        description="where to start from: zoo:NAME (`tfod zoo list`), an https:// URL of a .tar.gz "
+        "or a checkpoint prefix, a checkpoint (prefix or folder) or another tfod run folder",
     )
     init_modules: Literal["backbone", "backbone+decoder", "all"] = "backbone"
 
@@ -120,11 +121,17 @@ def parse_config(raw: Any, path: Path) -> TfodConfig:
     base = path.parent
     data = config.data.model_copy(update={"dir": _resolve(base, config.data.dir)})
     model = config.model
-    if model.init_checkpoint:
+    if model.init_checkpoint and not _is_remote(model.init_checkpoint):
         model = model.model_copy(
             update={"init_checkpoint": str(_resolve(base, Path(model.init_checkpoint)))}
         )
     return config.model_copy(update={"data": data, "model": model})
+
+
+def _is_remote(reference: str) -> bool:
+    from tfod.zoo.cache import is_remote
+
+    return is_remote(reference)
 
 
 def _resolve(base: Path, path: Path) -> Path:

@@ -21,14 +21,15 @@ data:
 model:
   preset: {preset}
   # presets: {presets}
-  init_checkpoint: null           # a checkpoint, a folder of checkpoints, or another tfod run
-  init_modules: backbone          # backbone | backbone+decoder | all (a head for other classes is re-initialised)
-
+  init_checkpoint: {init_checkpoint}{init_comment}
+  init_modules: {init_modules}{modules_comment}
+{recipe}
 train:
   batch_size: {batch}             # global batch over all GPUs
   steps: {steps}
-  learning_rate: auto             # preset rate scaled linearly to the batch, with warmup
-  norm_momentum: auto             # batch-norm momentum fitted to the number of steps
+  learning_rate: {learning_rate}
+  warmup_steps: {warmup}
+  norm_momentum: {momentum}
   augment: [hflip, scale_jitter]
   seed: 0
 
@@ -41,11 +42,78 @@ overrides: {{}}                     # raw Model Garden params for experts, e.g. 
 """
 
 
-def write_template(out: Path, data: Path, preset: str, name: str | None, force: bool) -> None:
-    """Write a tfod.yaml for the dataset `data` to `out` (refusing to overwrite unless `force`)."""
-    chosen = get_preset(preset)
+FINE_TUNE_STEPS = 2000
+FINE_TUNE_LR_FACTOR = 0.5
+FINE_TUNE_WARMUP = 100
+FINE_TUNE_MOMENTUM = 0.99
+COCO_CLASSES = 90  # the published detectors' heads: 90 COCO ids + background
+
+RECIPE = f"""\
+# Fine-tuning recipe (from a published checkpoint, not from scratch):
+#   steps {FINE_TUNE_STEPS}: the backbone and decoder already see objects; a few hundred images
+#     converge in a few thousand steps (from scratch the presets use 20000).
+#   learning_rate: {FINE_TUNE_LR_FACTOR}x the linear-scaling rule of the preset at this batch:
+#     large enough to re-learn the head, small enough not to wreck the pretrained features.
+#   warmup_steps {FINE_TUNE_WARMUP}: a short warmup; the new head's first gradients are large.
+#   norm_momentum {FINE_TUNE_MOMENTUM}: keep the pretrained batch-norm statistics and move them
+#     slowly (from scratch tfod fits a faster momentum to the run length).
+"""
+
+
+def write_template(
+    out: Path,
+    data: Path,
+    preset: str,
+    name: str | None,
+    force: bool,
+    pretrained: str | None = None,
+) -> None:
+    """Write a tfod.yaml for the dataset `data` to `out` (refusing to overwrite unless `force`).
+
+    With `pretrained` (a zoo name), the preset is the one matching that checkpoint and the
+    training section is a fine-tuning recipe.
+    """
     if out.exists() and not force:
         raise TfodError("exists; pass --force to overwrite it", out)
+    fields: dict[str, object] = {
+        "init_checkpoint": "null",
+        "init_comment": "           # zoo:NAME (`tfod zoo list`), a URL, a checkpoint or a run",
+        "init_modules": "backbone",
+        "modules_comment": "          # backbone | backbone+decoder | all (a head for other classes is re-initialised)",
+        "recipe": "",
+        "learning_rate": "auto             # preset rate scaled linearly to the batch, with warmup",
+        "warmup": "auto",
+        "momentum": "auto             # batch-norm momentum fitted to the number of steps",
+    }
+    if pretrained is not None:
+        from tfod.config.experiment import linear_rule
+        from tfod.data.convert import load_summary
+        from tfod.zoo.catalog import get_entry
+
+        entry = get_entry(pretrained)
+        preset = entry.preset
+        classes = len(load_summary(data).get("classes", []))
+        if entry.restores == "backbone":
+            modules, why = "backbone", "the checkpoint has only a backbone"
+        elif classes == COCO_CLASSES:
+            modules, why = "all", "your classes are as many as COCO's: the head is restored too"
+        else:
+            modules, why = (
+                "backbone+decoder",
+                f"a new classification head for your {classes} classes (COCO's has {COCO_CLASSES})",
+            )
+        chosen = get_preset(preset)
+        fields.update(
+            init_checkpoint=f"zoo:{entry.name}",
+            init_comment=f"  # COCO AP {entry.coco_ap}; downloaded once into the cache",
+            init_modules=modules,
+            modules_comment=f"  # {why}",
+            recipe=RECIPE,
+            learning_rate=f"{FINE_TUNE_LR_FACTOR * linear_rule(chosen, chosen.batch_size):.4g}",
+            warmup=FINE_TUNE_WARMUP,
+            momentum=FINE_TUNE_MOMENTUM,
+        )
+    chosen = get_preset(preset)
     relative = os.path.relpath(data.resolve(), out.resolve().parent)
     text = TEMPLATE.format(
         name=name or data.resolve().name or "run",
@@ -53,7 +121,8 @@ def write_template(out: Path, data: Path, preset: str, name: str | None, force: 
         preset=chosen.name,
         presets=", ".join(p for p in PRESETS if not p.endswith(SMOKE_SUFFIX)),
         batch=chosen.batch_size,
-        steps=chosen.steps,
+        steps=FINE_TUNE_STEPS if pretrained else chosen.steps,
+        **fields,
     )
     import yaml
 

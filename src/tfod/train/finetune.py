@@ -34,9 +34,14 @@ class RestorePlan:
 
 
 def resolve_checkpoint(path: str) -> str:
-    """A checkpoint prefix from a run folder (its best, else latest), a folder or a prefix."""
+    """A checkpoint prefix from `zoo:NAME` or a URL (downloaded into the cache once), a run folder
+    (its best, else latest), a folder or a prefix."""
     import tensorflow as tf
 
+    from tfod.zoo.cache import fetch, is_remote
+
+    if is_remote(path):
+        return str(fetch(path).prefix)
     candidate = Path(path)
     run = RunDir(candidate)
     if run.exists():
@@ -58,6 +63,14 @@ def resolve_checkpoint(path: str) -> str:
         "a folder holding checkpoints, or a tfod run folder",
         "model.init_checkpoint",
     )
+
+
+def provenance(reference: str) -> dict[str, Any]:
+    """For run.json: the URL and sha256 a zoo name or URL was fetched from (else nothing)."""
+    from tfod.zoo.cache import cached, is_remote
+
+    found = cached(reference) if is_remote(reference) else None
+    return {"source": found.provenance()} if found is not None else {}
 
 
 def plan_restore(
@@ -112,8 +125,17 @@ def plan_restore(
     return RestorePlan(path, prefix, tuple(present), skipped_head)
 
 
-def restore(model: Any, plan: RestorePlan) -> None:
-    """Restore `plan.modules` of `model` from the checkpoint; fail if nothing matched."""
+def restore(model: Any, plan: RestorePlan) -> dict[str, dict[str, Any]]:
+    """Restore `plan.modules` of `model` from the checkpoint, every variable of them or none.
+
+    Returns:
+        The restore report: per module (backbone, decoder, head) its variables and whether they
+        were restored, re-initialised or not asked for, and why.
+
+    Raises:
+        TfodError: the checkpoint does not fit the preset's modules (a variable missing from it, or
+            of another shape): the model would start partly random.
+    """
     import tensorflow as tf
 
     items = {m: getattr(model, m) for m in plan.modules if getattr(model, m, None) is not None}
@@ -122,8 +144,37 @@ def restore(model: Any, plan: RestorePlan) -> None:
         if plan.prefix
         else tf.train.Checkpoint(**items)
     )
-    status = root.read(plan.checkpoint)
-    status.expect_partial().assert_existing_objects_matched().assert_nontrivial_match()
+    try:
+        status = root.read(plan.checkpoint)
+        status.expect_partial().assert_existing_objects_matched().assert_nontrivial_match()
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        detail = " ".join(str(err).split())[:600]
+        raise TfodError(
+            f"the checkpoint does not fit this preset's {', '.join(items)} (the model would start "
+            f"partly random): {detail}. Choose the preset the checkpoint was trained with "
+            "(`tfod zoo list` names it) or fewer model.init_modules.",
+            plan.checkpoint,
+        ) from None
+    report: dict[str, dict[str, Any]] = {}
+    for module in MODULES_ALL:
+        layer = getattr(model, module, None)
+        count = len(layer.variables) if layer is not None else 0
+        if module in items:
+            report[module] = {"variables": count, "action": "restored"}
+        elif module == "head" and plan.skipped_head:
+            report[module] = {
+                "variables": count,
+                "action": "re-initialised",
+                "why": "the checkpoint's classifier is for another number of classes",
+            }
+        else:
+            new_head = " (a new head for this dataset's classes)" if module == "head" else ""
+            report[module] = {
+                "variables": count,
+                "action": "random init",
+                "why": f"not in model.init_modules{new_head}",
+            }
+    return report
 
 
 def _classifier_size(path: str, prefix: str, names: list[str]) -> int | None:

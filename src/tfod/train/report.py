@@ -1,8 +1,11 @@
-"""The batch-size search as a table."""
+"""The batch-size search and the checkpoint restore as tables."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tfod.train.batch_size import OK, Choice
@@ -38,3 +41,22 @@ def print_batch_choice(console: Console, choice: Choice) -> None:
         f"{fit}budget {choice.budget_bytes / gb:.1f} of {choice.total_bytes / gb:.1f} GB "
         f"-> [bold]batch {choice.batch}[/bold] (confirmed by a real step)"
     )
+
+
+def print_restore(console: Console, restored: dict[str, Any]) -> None:
+    """Per module: variables, restored / re-initialised / random, and why."""
+    source = restored.get("source", {})
+    origin = source.get("reference") or restored["checkpoint"]
+    console.print(f"Started from {escape(str(origin))}:")
+    table = Table()
+    for column in ("module", "variables", "action", "why"):
+        table.add_column(column, justify="right" if column == "variables" else "left")
+    for module, row in restored["report"].items():
+        action = row["action"]
+        colour = "green" if action == "restored" else "yellow"
+        table.add_row(
+            module, str(row["variables"]), f"[{colour}]{action}[/{colour}]", row.get("why", "")
+        )
+    console.print(table)
+    if source:
+        console.print(f"  {escape(source['url'])}  sha256 {source['sha256'][:16]}...")

@@ -27,9 +27,11 @@ class TfodRetinaNetTask(retinanet.RetinaNetTask):  # type: ignore[misc]
         plan = finetune.plan_restore(
             config.init_checkpoint, config.init_checkpoint_modules, classifier
         )
-        finetune.restore(model, plan)
+        report = finetune.restore(model, plan)
         self.restored = {
             "checkpoint": plan.checkpoint,
             "modules": list(plan.modules),
             "head_reinitialised": plan.skipped_head,
+            "report": report,
+            **finetune.provenance(config.init_checkpoint),
         }

@@ -423,7 +423,10 @@ def _run(
     holder["runner"] = runner
     start = global_step()
     if task.restored is not None:
+        from tfod.train.report import print_restore
+
         run.update(initialized_from=task.restored)
+        print_restore(console, task.restored)
     sessions = run.read().get("sessions", [])
     if sessions:
         sessions[-1]["start_step"] = start

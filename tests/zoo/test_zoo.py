@@ -1,0 +1,274 @@
+"""The zoo against a local server laid out like the real hosts, serving a tarball laid out like
+Model Garden's (`mobilenetv2_ssd_i256_ckpt/ckpt-277200.{index,data-00000-of-00001}` and a
+`checkpoint` file) made from a run the tests train with the matching preset."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import smoke_config
+from tests.data.sources import WRITERS
+from tests.robustness.test_bad_inputs import run_tfod
+from tests.zoo.server import ZooServer, serve
+from tfod.data.convert import ConvertOptions, convert
+from tfod.errors import TfodError
+from tfod.zoo import catalog
+from tfod.zoo.cache import cache_dir, cache_folder, fetch
+
+NAME = "retinanet-mobilenetv2-256-coco"
+ENTRY = catalog.ZOO[NAME]
+RELATIVE = ENTRY.url.removeprefix(catalog.GCS)  # tf_model_garden/vision/qat/.../..._ckpt.tar.gz
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the published layout's preset, 2 steps: stands in for Model Garden's COCO run."""
+    from tfod.train.trainer import train
+
+    config = smoke_config(
+        demo_data, name="coco", model={"preset": ENTRY.preset}, train={"steps": 2, "batch_size": 2}
+    )
+    result = train(config, tmp_path_factory.mktemp("pretrain"), inline_eval=False, progress=False)
+    return result.run.path
+
+
+@pytest.fixture(scope="module")
+def published(pretrained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding RELATIVE: the run's checkpoint packed as Model Garden packs its own."""
+    root = tmp_path_factory.mktemp("bucket")
+    folder = Path(RELATIVE).name.removesuffix(".tar.gz")
+    archive = root / RELATIVE
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for part in ("index", "data-00000-of-00001"):
+            tar.add(pretrained_run / f"ckpt-2.{part}", f"{folder}/ckpt-277200.{part}")
+        state = b'model_checkpoint_path: "ckpt-277200"\nall_model_checkpoint_paths: "ckpt-277200"\n'
+        info = tarfile.TarInfo(f"{folder}/checkpoint")
+        info.size = len(state)
+        tar.addfile(info, io.BytesIO(state))
+    return root
+
+
+@pytest.fixture
+def server(published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ZooServer]:
+    state, httpd = serve(published)
+    monkeypatch.setenv("TFOD_ZOO_MIRROR", state.url)
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    yield state
+    httpd.shutdown()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_is_clean() -> bool:
+    return not (cache_dir() / "zoo").exists() or not any((cache_dir() / "zoo").iterdir())
+
+
+@pytest.mark.slow
+def test_get_downloads_checks_and_caches_then_makes_no_network_call(
+    server: ZooServer, published: Path
+) -> None:
+    cached = fetch(f"zoo:{NAME}", progress=False)
+    assert cached.prefix.name == "ckpt-277200" and Path(f"{cached.prefix}.index").is_file()
+    assert cached.manifest["sha256"] == _sha256(published / RELATIVE)
+    assert cached.manifest["url"] == ENTRY.url and cached.manifest["bytes"] > 1e6
+    assert server.requests == [(f"/{RELATIVE}", None)]
+    again = fetch(f"zoo:{NAME}", progress=False)
+    assert again.prefix == cached.prefix and len(server.requests) == 1, "a cached entry is fetched"
+
+    (Path(f"{cached.prefix}.index")).write_bytes(b"tampered")
+    with pytest.raises(TfodError, match="changed since it was downloaded"):
+        fetch(f"zoo:{NAME}", progress=False)
+
+
+@pytest.mark.slow
+def test_a_killed_download_leaves_nothing_usable_and_resumes(
+    server: ZooServer, published: Path
+) -> None:
+    server.delay = 0.05
+    env = {**os.environ, "TFOD_ZOO_MIRROR": server.url, "TFOD_CACHE": str(cache_dir())}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfod", "zoo", "get", NAME], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    partial = cache_dir() / "downloads" / NAME / (Path(RELATIVE).name + ".partial")
+    deadline = time.monotonic() + 120
+    while not (partial.is_file() and partial.stat().st_size > 256 * 1024):
+        assert time.monotonic() < deadline and proc.poll() is None, "the download did not start"
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    assert not cache_folder(f"zoo:{NAME}").exists(), "a killed download must not look usable"
+    have = partial.stat().st_size
+    assert 0 < have < (published / RELATIVE).stat().st_size
+
+    server.delay = 0.0
+    cached = fetch(f"zoo:{NAME}", progress=False)
+    assert server.requests[-1] == (f"/{RELATIVE}", f"bytes={have}-"), "it resumed with a Range"
+    assert cached.manifest["sha256"] == _sha256(published / RELATIVE)
+    assert not partial.exists()
+
+
+@pytest.mark.slow
+def test_a_wrong_sha256_fails_cleanly(server: ZooServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(catalog.ZOO, NAME, dataclasses.replace(ENTRY, sha256="0" * 64))
+    with pytest.raises(TfodError, match="sha256 mismatch: expected 0000") as info:
+        fetch(f"zoo:{NAME}", progress=False)
+    assert ENTRY.url in str(info.value)
+    assert _cache_is_clean() and not (cache_dir() / "downloads" / NAME).exists()
+
+
+def test_a_corrupt_archive_and_a_404_fail_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = tmp_path / "bucket"
+    (bucket / "x").mkdir(parents=True)
+    (bucket / "x" / "broken.tar.gz").write_bytes(b"\x1f\x8b this is no gzip stream")
+    with tarfile.open(bucket / "x" / "empty.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("model/README")
+        tar.addfile(info, io.BytesIO(b""))
+    state, httpd = serve(bucket)
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    try:
+        for name, message in [
+            ("broken.tar.gz", "not a readable .tar.gz"),
+            ("empty.tar.gz", "holds no TensorFlow checkpoint"),
+            ("missing.tar.gz", "download failed: HTTP 404"),
+        ]:
+            url = f"{state.url}/x/{name}"
+            with pytest.raises(TfodError, match=message) as info:
+                fetch(url, progress=False)
+            assert url in str(info.value)
+            assert _cache_is_clean(), name
+    finally:
+        httpd.shutdown()
+
+
+def test_an_unreachable_host_names_the_mirror_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFOD_ZOO_MIRROR", "http://127.0.0.1:9")  # the discard port: refused
+    with pytest.raises(TfodError, match="TFOD_ZOO_MIRROR"):
+        fetch(f"zoo:{NAME}", progress=False)
+    assert _cache_is_clean()
+
+
+def test_a_local_mirror_folder_serves_air_gapped_hosts(
+    published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFOD_ZOO_MIRROR", str(published))
+    assert fetch(f"zoo:{NAME}", progress=False).manifest["url"] == ENTRY.url
+
+
+def _two_class_data(root: Path) -> Path:
+    out = root / "pets"
+    convert(WRITERS["coco"](root / "src"), out, ConvertOptions(workers=1, progress=False))
+    return out
+
+
+@pytest.mark.slow
+def test_init_pretrained_then_train_fine_tunes_with_backbone_and_decoder_restored_exactly(
+    server: ZooServer, pretrained_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    import tensorflow as tf
+    import yaml
+
+    from tfod.config.schema import load_config
+    from tfod.evaluate.evaluator import load_experiment
+    from tfod.runs.rundir import RunDir
+    from tfod.train import finetune
+    from tfod.train.task import TfodRetinaNetTask
+
+    data = _two_class_data(tmp_path)
+    config = tmp_path / "tfod.yaml"
+    code, output = run_tfod(
+        ["init", "--data", str(data), "--out", str(config), "--pretrained", NAME], capfd
+    )
+    assert code == 0, output
+    written = yaml.safe_load(config.read_text())
+    assert written["model"] == {
+        "preset": ENTRY.preset, "init_checkpoint": f"zoo:{NAME}", "init_modules": "backbone+decoder"
+    }  # fmt: skip
+    assert written["train"]["steps"] == 2000 and written["train"]["norm_momentum"] == 0.99
+    assert "Fine-tuning recipe" in config.read_text()
+    assert load_config(config).model.init_checkpoint == f"zoo:{NAME}"
+
+    runs = tmp_path / "runs"
+    args = ["train", str(config), "--runs-dir", str(runs), "--steps", "2", "--batch-size", "2"]
+    code, output = run_tfod([*args, "--no-eval"], capfd)
+    assert code == 0, output
+    assert f"Started from zoo:{NAME}" in output and "a new head for this dataset" in output
+    started = RunDir(runs / "pets").read()["initialized_from"]
+    assert started["source"]["url"] == ENTRY.url
+    assert started["source"]["sha256"] == fetch(f"zoo:{NAME}").manifest["sha256"]
+    report = started["report"]
+    assert report["backbone"]["action"] == report["decoder"]["action"] == "restored"
+    assert report["head"]["action"] == "random init" and report["backbone"]["variables"] > 200
+
+    # Exactly: a model restored as the trainer does holds the pretrained run's values.
+    experiment = load_experiment(RunDir(runs / "pets"))
+    model = TfodRetinaNetTask(experiment.task).build_model()
+    anchor = experiment.task.model.anchor
+    classifier = experiment.task.model.num_classes * anchor.num_scales * len(anchor.aspect_ratios)
+    plan = finetune.plan_restore(f"zoo:{NAME}", ["backbone", "decoder"], classifier)
+    finetune.restore(model, plan)
+    source = load_experiment(RunDir(pretrained_run))
+    reference = TfodRetinaNetTask(source.task).build_model()
+    tf.train.Checkpoint(model=reference).read(str(pretrained_run / "ckpt-2")).expect_partial()
+    for module in ("backbone", "decoder"):
+        mine, theirs = getattr(model, module).variables, getattr(reference, module).variables
+        assert [v.shape for v in mine] == [v.shape for v in theirs]
+        for a, b in zip(mine, theirs, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_layout_stops_before_step_one(
+    server: ZooServer, demo_data: Path, tmp_path: Path
+) -> None:
+    """The older preset (levels 3-6, no Keras-layer FPN) cannot take the published decoder."""
+    from tfod.train.trainer import train
+
+    config = smoke_config(
+        demo_data, name="mismatch", model={
+            "preset": "retinanet-mobilenetv2-256", "init_checkpoint": f"zoo:{NAME}",
+            "init_modules": "backbone+decoder",
+        }, train={"steps": 2, "batch_size": 2},
+    )  # fmt: skip
+    with pytest.raises(TfodError, match="does not fit this preset's backbone, decoder"):
+        train(config, tmp_path / "runs", inline_eval=False, progress=False)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("name", list(catalog.ZOO))
+def test_every_zoo_url_answers(name: str) -> None:
+    entry = catalog.ZOO[name]
+    urls = [entry.https_url] if entry.kind == "tar.gz" else [entry.https_url + ".index"]
+    for url in urls:
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method="HEAD"), timeout=20
+            ) as r:
+                assert r.status == 200, url
+        except urllib.error.HTTPError as err:
+            pytest.fail(f"{url}: HTTP {err.code}")
+        except (urllib.error.URLError, OSError) as err:
+            pytest.skip(f"offline: {url} is unreachable from this host ({err})")
