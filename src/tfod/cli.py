@@ -481,7 +481,11 @@ def zoo_list() -> None:
 
     table = Table(title=f"tfod zoo (cache: {escape(str(cache_dir()))})")
     for column in ("name", "preset", "input", "COCO AP", "restores", "source", "cached"):
-        table.add_column(column, justify="right" if column in ("input", "COCO AP") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("input", "COCO AP") else "left",
+            overflow="fold",  # a URL is wrapped, never cut
+        )
     for entry in ZOO.values():
         manifest = cache_folder(f"zoo:{entry.name}") / MANIFEST
         where = (
