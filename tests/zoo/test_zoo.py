@@ -142,12 +142,16 @@ def test_a_corrupt_archive_and_a_404_fail_cleanly(
     with tarfile.open(bucket / "x" / "empty.tar.gz", "w:gz") as tar:
         info = tarfile.TarInfo("model/README")
         tar.addfile(info, io.BytesIO(b""))
+    with tarfile.open(bucket / "x" / "unsafe.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("../../escaped.index")
+        tar.addfile(info, io.BytesIO(b""))
     state, httpd = serve(bucket)
     monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
     try:
         for name, message in [
             ("broken.tar.gz", "not a readable .tar.gz"),
             ("empty.tar.gz", "holds no TensorFlow checkpoint"),
+            ("unsafe.tar.gz", "unsafe archive member '../../escaped.index'"),
             ("missing.tar.gz", "download failed: HTTP 404"),
         ]:
             url = f"{state.url}/x/{name}"
@@ -155,6 +159,7 @@ def test_a_corrupt_archive_and_a_404_fail_cleanly(
                 fetch(url, progress=False)
             assert url in str(info.value)
             assert _cache_is_clean(), name
+        assert not list(tmp_path.rglob("escaped.index"))
     finally:
         httpd.shutdown()
 

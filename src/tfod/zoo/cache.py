@@ -231,9 +231,28 @@ def _download(url: str, dest: Path, progress: bool) -> Path:
 
 
 def _extract(archive: Path, out: Path, url: str) -> None:
+    """Extract regular files and folders only; a member that is a link, a device or a path
+    leaving the folder makes the archive unsafe (Python < 3.11.4, Debian 12's, has no
+    extraction filter, so this is checked here)."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(out, filter="data")
+            members = tar.getmembers()
+            for member in members:
+                name = Path(member.name)
+                if (
+                    name.is_absolute()
+                    or ".." in name.parts
+                    or not (member.isfile() or member.isdir())
+                ):
+                    archive.unlink(missing_ok=True)
+                    raise TfodError(
+                        f"unsafe archive member {member.name!r} (a link, a device or a path "
+                        "leaving the folder); the download was deleted",
+                        url,
+                    )
+            # Checked above; Python >= 3.11.4 also applies its own "data" filter.
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(out, members=members, **safe)  # type: ignore[arg-type]
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         archive.unlink(missing_ok=True)
         raise TfodError(
