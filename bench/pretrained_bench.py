@@ -1,6 +1,6 @@
 """What a pretrained start is worth: fine-tuning from a zoo entry vs. training from scratch.
 
-Usage: python bench/pretrained_bench.py [--pretrain-steps 500] [--steps 150] [--images 64]
+Usage: python bench/pretrained_bench.py [--pretrain-steps 400] [--steps 150] [--images 64]
 
 1. "COCO" stand-in: `retinanet-mobilenetv2-ssd-256` (the layout of Model Garden's published
    MobileNetV2 checkpoint) trained on the demo shapes (circle, square, triangle; 160 images).
@@ -77,7 +77,7 @@ def publish(run: Path, mirror: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pretrain-steps", type=int, default=500)
+    parser.add_argument("--pretrain-steps", type=int, default=400)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--images", type=int, default=64)
     args = parser.parse_args()

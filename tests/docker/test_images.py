@@ -281,7 +281,7 @@ def test_pretrained_fine_tuning_downloads_once_into_a_shared_cache(
         fine_tune = (
             "set -e; tfod init --data /data/pets --out /tmp/pets.yaml --name pets "
             "--pretrained retinanet-mobilenetv2-256-coco; "
-            "tfod train /tmp/pets.yaml --runs-dir /runs --steps 2 --batch-size 2 --no-eval"
+            "tfod train /tmp/pets.yaml --runs-dir /runs --steps 2 --no-eval"
         )
         out = run(
             client, "train", ["-c", fine_tune], entrypoint="sh", volumes=mounts,
