@@ -476,7 +476,7 @@ def zoo_list() -> None:
     from rich.table import Table
 
     from tfod.config.presets import get_preset
-    from tfod.zoo.cache import MANIFEST, cache_dir, cache_folder
+    from tfod.zoo.cache import cache_dir, read_manifest
     from tfod.zoo.catalog import ZOO
 
     table = Table(title=f"tfod zoo (cache: {escape(str(cache_dir()))})")
@@ -487,12 +487,8 @@ def zoo_list() -> None:
             overflow="fold",  # a URL is wrapped, never cut
         )
     for entry in ZOO.values():
-        manifest = cache_folder(f"zoo:{entry.name}") / MANIFEST
-        where = (
-            f"[green]yes[/green] {json.loads(manifest.read_text())['bytes'] / 1e6:.0f} MB"
-            if manifest.is_file()
-            else "no"
-        )
+        manifest = read_manifest(f"zoo:{entry.name}")
+        where = f"[green]yes[/green] {manifest['bytes'] / 1e6:.0f} MB" if manifest else "no"
         table.add_row(
             entry.name, entry.preset, str(get_preset(entry.preset).input_size),
             f"{entry.coco_ap:g}" if entry.restores == "detector" else f"({entry.coco_ap:g} top-1)",

@@ -10,6 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def describe(err: BaseException) -> str:
+    """The first line of what `err` says (TensorFlow's errors keep it in `.message`)."""
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    return str(text).splitlines()[0]
+
+
 class TfodError(Exception):
     """A problem with the user's input or environment, explained in plain words.
 

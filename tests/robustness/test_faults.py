@@ -55,7 +55,7 @@ def _alive(pid: int) -> bool:
 
 
 def _leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob(f"{TMP_PREFIX}*")]
+    return list(folder.rglob(f"{TMP_PREFIX}*"))
 
 
 # --- convert ----------------------------------------------------------------------------------

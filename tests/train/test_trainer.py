@@ -79,6 +79,11 @@ def test_finetune_from_a_run_with_other_classes(smoke_run: Path, tmp_path: Path)
     assert (
         task.restored["modules"] == ["backbone", "decoder"] and task.restored["head_reinitialised"]
     )
+    report = task.restored["report"]
+    assert report["backbone"]["action"] == report["decoder"]["action"] == "restored"
+    assert report["head"]["action"] == "re-initialised"
+    assert "another number of classes" in report["head"]["why"]
+    assert report["head"]["variables"] == len(model.head.variables) > 0
 
     prefix = task.restored["checkpoint"]
     names = dict(tf.train.list_variables(prefix))

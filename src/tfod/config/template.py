@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 from tfod import atomic
+from tfod.config.checks import LR_TOO_HIGH
+from tfod.config.experiment import linear_rule
 from tfod.config.presets import PRESETS, SMOKE_SUFFIX, get_preset
 from tfod.config.schema import parse_config
 from tfod.errors import TfodError
@@ -43,7 +45,7 @@ overrides: {{}}                     # raw Model Garden params for experts, e.g. 
 
 
 FINE_TUNE_STEPS = 2000
-FINE_TUNE_LR_FACTOR = 4.0  # the most the pre-flight check allows above the linear rule
+FINE_TUNE_LR_FACTOR = LR_TOO_HIGH  # the most the pre-flight check allows above the linear rule
 COCO_CLASSES = 90  # the published detectors' heads: 90 COCO ids + background
 
 RECIPE = f"""\
@@ -86,7 +88,6 @@ def write_template(
         "momentum": "auto             # batch-norm momentum fitted to the number of steps",
     }
     if pretrained is not None:
-        from tfod.config.experiment import linear_rule
         from tfod.data.convert import load_summary
         from tfod.zoo.catalog import get_entry
 
@@ -102,16 +103,17 @@ def write_template(
                 "backbone+decoder",
                 f"a new classification head for your {classes} classes (COCO's has {COCO_CLASSES})",
             )
-        chosen = get_preset(preset)
         fields.update(
             init_checkpoint=f"zoo:{entry.name}",
             init_comment=f"  # COCO AP {entry.coco_ap}; downloaded once into the cache",
             init_modules=modules,
             modules_comment=f"  # {why}",
             recipe=RECIPE,
-            learning_rate=f"{FINE_TUNE_LR_FACTOR * linear_rule(chosen, chosen.batch_size):.4g}",
         )
     chosen = get_preset(preset)
+    if pretrained is not None:
+        rate = FINE_TUNE_LR_FACTOR * linear_rule(chosen, chosen.batch_size)
+        fields["learning_rate"] = f"{rate:.4g}"
     relative = os.path.relpath(data.resolve(), out.resolve().parent)
     text = TEMPLATE.format(
         name=name or data.resolve().name or "run",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tfod import atomic
-from tfod.errors import TfodError
+from tfod.errors import TfodError, describe
 
 RUN_JSON = "run.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -267,7 +267,7 @@ def damage(prefix: Path) -> str | None:
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except Exception as err:  # TensorFlow raises IndexError, OpError, ValueError... for damage
-        return getattr(err, "message", None) or str(err) or type(err).__name__
+        return describe(err)
     return None
 
 

@@ -67,10 +67,13 @@ def resolve_checkpoint(path: str) -> str:
 
 def provenance(reference: str) -> dict[str, Any]:
     """For run.json: the URL and sha256 a zoo name or URL was fetched from (else nothing)."""
-    from tfod.zoo.cache import cached, is_remote
+    from tfod.zoo.cache import is_remote, read_manifest
 
-    found = cached(reference) if is_remote(reference) else None
-    return {"source": found.provenance()} if found is not None else {}
+    manifest = read_manifest(reference) if is_remote(reference) else None
+    if manifest is None:
+        return {}
+    fields = ("reference", "url", "sha256", "bytes")
+    return {"source": {field: manifest[field] for field in fields}}
 
 
 def plan_restore(

@@ -28,7 +28,7 @@ from tfod.config.experiment import Plan, build_experiment, make_plan
 from tfod.config.schema import EarlyStop, TfodConfig, dump_config
 from tfod.console import console, native_output_to
 from tfod.data.convert import load_summary
-from tfod.errors import TfodError
+from tfod.errors import TfodError, describe
 from tfod.runs.rundir import (
     CONFIG_COPY,
     EXPERIMENT_YAML,
@@ -162,7 +162,7 @@ def _train_locked(
             except Exception as err:
                 if batch_size_search.is_disk_full(err):
                     raise TfodError(
-                        f"the disk is full ({_first_line(err)}); nothing was changed: free some "
+                        f"the disk is full ({describe(err)}); nothing was changed: free some "
                         "space and run the same command to resume from the last checkpoint",
                         run.path,
                     ) from None
@@ -193,10 +193,6 @@ def _train_locked(
             console.print(f"[yellow]warning[/yellow]: could not record the run's status: {err}")
     _plot(run)
     return TrainResult(run, status, step, last_eval)
-
-
-def _first_line(err: BaseException) -> str:
-    return (getattr(err, "message", None) or str(err) or type(err).__name__).splitlines()[0]
 
 
 def _plot(run: RunDir) -> None:

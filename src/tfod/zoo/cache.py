@@ -58,15 +58,6 @@ class Cached:
     prefix: Path
     manifest: dict[str, Any]
 
-    def provenance(self) -> dict[str, Any]:
-        """What run.json records to reproduce a run started from it."""
-        return {
-            "reference": self.reference,
-            "url": self.manifest["url"],
-            "sha256": self.manifest["sha256"],
-            "bytes": self.manifest["bytes"],
-        }
-
 
 def _target(reference: str) -> tuple[str, str, str, str | None]:
     """(cache key, https URL, kind, pinned sha256) of a zoo name or URL."""
@@ -83,17 +74,26 @@ def cache_folder(reference: str) -> Path:
     return cache_dir() / "zoo" / _target(reference)[0]
 
 
-def cached(reference: str) -> Cached | None:
-    """The cached, verified checkpoint of `reference`, or None if it is not in the cache."""
+def read_manifest(reference: str) -> dict[str, Any] | None:
+    """The cache manifest of `reference` as recorded (None: not cached), files not re-checked."""
     folder = cache_folder(reference)
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
         raise TfodError(
             f"cannot read the cache manifest ({err}); remove the folder", folder
         ) from err
+    return manifest
+
+
+def cached(reference: str) -> Cached | None:
+    """The cached, verified checkpoint of `reference`, or None if it is not in the cache."""
+    folder = cache_folder(reference)
+    manifest = read_manifest(reference)
+    if manifest is None:
+        return None
     for name, digest in manifest["files"].items():
         path = folder / name
         if not path.is_file() or _sha256(path) != digest:
