@@ -253,6 +253,42 @@ def train(
         raise typer.Exit(EXIT_STOPPED)
 
 
+@app.command("qat")
+def qat(
+    parent: Annotated[Path, typer.Argument(help="The float run folder (runs/NAME).")],
+    run: Annotated[
+        str | None, typer.Option(help="The QAT run's name (default: PARENT-qat, beside it).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="QAT steps (default: a tenth of the parent's).")
+    ] = None,
+    checkpoint: Annotated[
+        str, typer.Option(help="The parent's checkpoint: best, latest or a step number.")
+    ] = "best",
+    eval: Annotated[
+        bool,
+        typer.Option(
+            "--eval/--no-eval",
+            help="Evaluate beside training (off: a `tfod eval --watch` does it).",
+        ),
+    ] = True,
+) -> None:
+    """Quantization-aware training: a new run from PARENT's float checkpoint, fake-quantized to
+    int8 (Model Garden's QAT); `tfod export` then builds its int8 TFLite. Run it again to resume."""
+    from tfod.evaluate.report import print_metrics
+    from tfod.train.qat import qat_config
+    from tfod.train.trainer import train as run_training
+
+    if steps is not None and steps < 1:
+        raise TfodError(f"--steps must be a whole number of at least 1, got {steps}")
+    config = qat_config(RunDir(parent), run, steps, checkpoint)
+    result = run_training(config, parent.parent, config.name, inline_eval=eval)
+    if result.last_eval is not None:
+        print_metrics(console, result.last_eval)
+    if result.status == "stopped":
+        raise typer.Exit(EXIT_STOPPED)
+
+
 @app.command("batch-size")
 def batch_size(
     config: ConfigPath,
@@ -375,28 +411,42 @@ def export(
         str, typer.Option("--format", help="Comma-separated: saved_model, tflite.")
     ] = "saved_model,tflite",
     quant: Annotated[
-        str, typer.Option("--quant", help="TFLite variants, comma-separated: fp32, fp16, int8.")
-    ] = "fp32,fp16,int8",
+        str | None,
+        typer.Option(
+            "--quant",
+            help="TFLite variants, comma-separated: fp32, fp16, int8 (default: all; a QAT run: int8).",
+        ),
+    ] = None,
     calibration_images: Annotated[
         int, typer.Option(help="Training images that calibrate the int8 model.")
     ] = 200,
+    io: Annotated[
+        str,
+        typer.Option(
+            "--io",
+            help="The int8 model's input: float, or int8/uint8 for full-integer input "
+            "(outputs stay float).",
+        ),
+    ] = "float",
     verify: Annotated[
         bool, typer.Option("--verify", help="Then score every artefact (see `tfod verify`).")
     ] = False,
     max_ap_drop: MaxApDrop = None,
 ) -> None:
-    """SavedModel and TFLite (fp32, fp16, full-int8, NMS inside) under RUN/export/, with a manifest."""
+    """SavedModel and TFLite (fp32, fp16, full-int8, NMS inside) under RUN/export/, with a manifest.
+
+    A QAT run (`tfod qat`) exports its int8 TFLite and its float parent's post-training int8."""
     from tfod.export.exporter import FORMATS, QUANTS, parse_list
     from tfod.export.exporter import export as run_export
     from tfod.export.report import print_export
 
     formats = parse_list(format, FORMATS, "--format")
-    quants = parse_list(quant, tuple(QUANTS), "--quant")
+    quants = parse_list(quant, QUANTS, "--quant") if quant is not None else None
     run_dir = RunDir(run).require()
     with native_output_to(run / "export.log"):
         manifest = run_export(
             run_dir, checkpoint, formats, quants, calibration_images,
-            on_step=lambda text: console.print(f"Exporting: {escape(text)}"),
+            on_step=lambda text: console.print(f"Exporting: {escape(text)}"), io=io,
         )  # fmt: skip
     print_export(console, manifest)
     console.print(f"Artefacts in {escape(str(run / 'export'))} (manifest: export.json).")

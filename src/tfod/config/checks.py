@@ -61,7 +61,7 @@ def run_checks(
             "train.learning_rate",
             f"{plan.learning_rate:g} is {ratio:.1f}x too high and will likely diverge: {rule}",
         )
-    elif ratio < LR_TOO_LOW:
+    elif ratio < LR_TOO_LOW and config.qat is None:  # QAT fine-tunes at a tenth by design
         warning(
             "train.learning_rate",
             f"{plan.learning_rate:g} is {1 / ratio:.1f}x below the rule and will learn slowly: {rule}",
@@ -94,6 +94,8 @@ def run_checks(
         )
     if config.model.init_checkpoint:
         _check_checkpoint(config, experiment, error)
+    if config.qat is not None:
+        _check_qat(config, experiment, error)
     return findings
 
 
@@ -188,3 +190,16 @@ def _check_checkpoint(config: TfodConfig, experiment: Any, error: Any) -> None:
         )
     except TfodError as err:
         error("model.init_checkpoint", str(err))
+
+
+def _check_qat(config: TfodConfig, experiment: Any, error: Any) -> None:
+    from tfod.train import qat
+
+    try:
+        qat.check_supported(config.model.preset)
+    except TfodError as err:
+        error("model.preset", str(err))
+        return
+    problem = qat.spinenet_problem(experiment)
+    if problem:
+        error("overrides", problem)

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tfod.config.presets import Preset, get_preset
+from tfod.config.presets import QAT_EXPERIMENT, Preset, get_preset
 from tfod.config.schema import TfodConfig
 from tfod.data.convert import VAL_COCO_JSON
 from tfod.errors import TfodError
@@ -111,20 +111,40 @@ def build_experiment(config: TfodConfig, plan: Plan) -> Any:
         TfodError: an `overrides:` key Model Garden does not know, or a value it rejects.
     """
     from official.core import exp_factory
-    from official.vision import registry_imports  # noqa: F401  (registers the experiments)
 
     preset = get_preset(plan.preset)
-    experiment = exp_factory.get_exp_config(preset.experiment)
+    experiment = exp_factory.get_exp_config(experiment_name(preset, qat=config.qat is not None))
     experiment.override(_tfod_overrides(config, plan, preset), is_strict=True)
     try:
         experiment.override(config.overrides, is_strict=True)
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         raise TfodError(f"Model Garden rejects it: {err}", "overrides") from err
+    if config.qat is not None:
+        # Fake-quantize all of it, as Model Garden's published QAT recipe does: backbone, the FPN
+        # (SpineNet-Mobile has none) and the head. The float weights come from the parent's
+        # checkpoint, which the trainer sets as `quantization.pretrained_original_checkpoint`.
+        experiment.task.quantization.override(
+            {
+                "quantize_detection_decoder": experiment.task.model.decoder.type == "fpn",
+                "quantize_detection_head": True,
+            }
+        )
     try:
         experiment.validate()
     except (KeyError, ValueError, AttributeError) as err:
         raise TfodError(f"Model Garden rejects the resolved config: {err}", "overrides") from err
     return experiment
+
+
+def experiment_name(preset: Preset, qat: bool) -> str:
+    """The registered Model Garden experiment a run is built on (importing what registers it)."""
+    from official.vision import registry_imports  # noqa: F401  (registers the experiments)
+
+    if not qat:
+        return preset.experiment
+    from official.projects.qat.vision import registry_imports as qat_imports  # noqa: F401
+
+    return QAT_EXPERIMENT
 
 
 def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str, Any]:
@@ -142,7 +162,12 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
     )
     backbone_type = model.get("backbone", {}).get("type")
     if preset.experiment == "retinanet_mobile_coco" and backbone_type is None:  # SpineNet-Mobile
-        levels = {"min_level": preset.min_level, "max_level": preset.max_level}
+        levels = {
+            "min_level": preset.min_level,
+            "max_level": preset.max_level,
+            # Model Garden's QAT experiment turns it on; a QAT run must match its float parent.
+            "use_keras_upsampling_2d": False,
+        }
         model = _merge(model, {"backbone": {"spinenet_mobile": levels}})
     return {
         "runtime": {"mixed_precision_dtype": "float32"},

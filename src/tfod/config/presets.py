@@ -36,6 +36,7 @@ class Preset:
         warmup_steps: the experiment's linear warmup, capped for short runs.
         batch_size: the default global batch.
         steps: the default number of training steps.
+        qat: Model Garden's quantization-aware training builds this architecture (`tfod qat`).
     """
 
     name: str
@@ -50,6 +51,17 @@ class Preset:
     warmup_steps: int = 2000
     batch_size: int = 8
     steps: int = 20000
+    qat: bool = False
+
+
+QAT_EXPERIMENT = "retinanet_mobile_coco_qat"
+"""Model Garden's registered QAT RetinaNet experiment; a `tfod qat` run is built on it."""
+
+SPINENET_QAT_OVERRIDE = {
+    "task": {"model": {"backbone": {"spinenet_mobile": {"use_keras_upsampling_2d": True}}}}
+}
+"""SpineNet-Mobile's QAT needs Keras UpSampling2D layers, which change the checkpoint's layout: the
+float run must be trained with them (Model Garden's published SpineNet checkpoint has none)."""
 
 
 def _mobilenetv2(
@@ -102,6 +114,7 @@ _REAL = [
         min_level=3,
         max_level=7,
         model=_mobilenetv2(published=True),
+        qat=True,
     ),
     Preset(
         "retinanet-spinenet49-mobile-384",
@@ -111,6 +124,7 @@ _REAL = [
         min_level=3,
         max_level=7,
         model={"backbone": {"spinenet_mobile": {"stochastic_depth_drop_rate": 0.0}}},
+        qat=True,
     ),
     Preset(
         "retinanet-resnet50-fpn-640",
@@ -140,7 +154,7 @@ _SMOKE = [
         "retinanet-mobilenetv2-ssd-256" + SMOKE_SUFFIX, "retinanet_mobile_coco",
         "tiny twin of retinanet-mobilenetv2-ssd-256 for tests",
         input_size=128, min_level=3, max_level=7, model=_mobilenetv2(0.35, 16, 1, published=True),
-        batch_size=4, steps=4,
+        batch_size=4, steps=4, qat=True,
     ),
     Preset(
         "retinanet-spinenet49-mobile-384" + SMOKE_SUFFIX, "retinanet_mobile_coco",
@@ -150,7 +164,7 @@ _SMOKE = [
             "backbone": {"spinenet_mobile": {"model_id": "49XS", "stochastic_depth_drop_rate": 0.0}},
             "head": {"num_filters": 16, "num_convs": 1},
         },
-        batch_size=2, steps=4,
+        batch_size=2, steps=4, qat=True,
     ),
     Preset(
         "retinanet-resnet50-fpn-640" + SMOKE_SUFFIX, "retinanet_resnetfpn_coco",
@@ -166,6 +180,11 @@ _SMOKE = [
 ]  # fmt: skip
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [*_REAL, *_SMOKE]}
+
+
+def qat_presets() -> list[str]:
+    """The real presets `tfod qat` supports."""
+    return [p.name for p in _REAL if p.qat]
 
 
 def get_preset(name: str) -> Preset:

@@ -7,6 +7,7 @@ model: {preset: retinanet-mobilenetv2-256, init_checkpoint: null, init_modules: 
 train: {batch_size: 8, steps: 2000, learning_rate: auto}
 eval: {every_steps: 200, metric: AP}
 overrides: {}   # raw Model Garden params, e.g. {task: {model: {head: {num_convs: 2}}}}
+qat: null       # written by `tfod qat`: {parent: runs/NAME, checkpoint: best}
 ```
 Relative paths are read from the folder of the tfod.yaml file.
 """
@@ -80,6 +81,15 @@ class EvalSection(_Section):
     batch_size: int = Field(default=8, gt=0)
 
 
+class QatSection(_Section):
+    """Quantization-aware training of a float run's checkpoint (`tfod qat` writes this)."""
+
+    parent: Path = Field(description="the float run folder the QAT run starts from")
+    checkpoint: str = Field(
+        default="best", description="the parent's checkpoint: best, latest or a step"
+    )
+
+
 class TfodConfig(_Section):
     """A whole tfod.yaml."""
 
@@ -89,6 +99,7 @@ class TfodConfig(_Section):
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     overrides: dict[str, Any] = Field(default_factory=dict)
+    qat: QatSection | None = None
 
 
 def load_config(path: Path) -> TfodConfig:
@@ -125,7 +136,10 @@ def parse_config(raw: Any, path: Path) -> TfodConfig:
         model = model.model_copy(
             update={"init_checkpoint": str(_resolve(base, Path(model.init_checkpoint)))}
         )
-    return config.model_copy(update={"data": data, "model": model})
+    qat = config.qat
+    if qat is not None:
+        qat = qat.model_copy(update={"parent": _resolve(base, qat.parent)})
+    return config.model_copy(update={"data": data, "model": model, "qat": qat})
 
 
 def _is_remote(reference: str) -> bool:

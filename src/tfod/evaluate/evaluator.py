@@ -24,8 +24,8 @@ def load_experiment(run: RunDir) -> Any:
     """The run's resolved Model Garden config, read back from experiment.yaml."""
     from official.core import exp_factory
     from official.modeling.hyperparams import params_dict
-    from official.vision import registry_imports  # noqa: F401
 
+    from tfod.config.experiment import experiment_name
     from tfod.config.presets import get_preset
 
     path = run.path / EXPERIMENT_YAML
@@ -34,8 +34,13 @@ def load_experiment(run: RunDir) -> Any:
         raise TfodError(
             "run has no experiment.yaml yet: the trainer writes it when it starts", run.path
         )
-    experiment = exp_factory.get_exp_config(get_preset(state["plan"]["preset"]).experiment)
+    name = experiment_name(get_preset(state["plan"]["preset"]), qat=bool(state.get("qat")))
+    experiment = exp_factory.get_exp_config(name)
     params_dict.override_params_dict(experiment, str(path), is_strict=False)
+    if state.get("qat"):
+        # The float weights QAT started from matter only to the trainer's first step; whoever
+        # reads a QAT run restores its own checkpoint, whole, wherever the run folder now is.
+        experiment.task.quantization.pretrained_original_checkpoint = None
     return experiment
 
 

@@ -340,9 +340,9 @@ def model_step(experiment: Any) -> Callable[[int], None]:
     """
     import tensorflow as tf
 
-    from tfod.train.task import TfodRetinaNetTask
+    from tfod.train.task import make_task
 
-    task = TfodRetinaNetTask(experiment.task)
+    task = make_task(experiment.task)
     model = task.build_model()
     optimizer = task.create_optimizer(experiment.trainer.optimizer_config, experiment.runtime)
 

@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from tfod.runs.rundir import (
     versions,
 )
 from tfod.train import batch_size as batch_size_search
+from tfod.train import qat
 
 
 class StopRequested(Exception):
@@ -122,6 +123,10 @@ def _train_locked(
     experiment = build_experiment(config, plan)
     raise_on_errors(run_checks(config, plan, summary, experiment, _replicas()), console)
     _claim(run, config, plan)
+    qat_state = None
+    if config.qat:
+        decay = qat.range_decay(plan.steps)
+        qat_state = {**qat.attach_parent(run, config, experiment), "range_decay": decay}
     for prefix, problem in run.set_aside_damaged():
         console.print(
             f"[yellow]warning[/yellow]: {prefix} is damaged ({problem}); moved it to "
@@ -141,6 +146,7 @@ def _train_locked(
         seed=config.train.seed,
         dataset={"dir": str(config.data.dir), "fingerprint": plan.dataset_fingerprint},
         plan=plan.as_dict(),
+        **({"qat": qat_state} if qat_state else {}),
         eval_metric=config.eval.metric,
         evaluator="inline" if inline_eval else "external",
         process={"host": socket.gethostname(), "pid": os.getpid()},
@@ -150,6 +156,14 @@ def _train_locked(
         f"Run [bold]{run.path}[/bold]: {plan.preset}, batch {plan.batch_size}, {plan.steps} steps, "
         f"lr {plan.learning_rate:.4g}, BN momentum {plan.norm_momentum}; log in {run.path / 'train.log'}"
     )
+    if qat_state:
+        origin = qat_state["checkpoint"]
+        console.print(
+            f"Quantization-aware training of {qat_state['parent']} at step {origin['step']} "
+            f"({origin.get('which', 'chosen')}; copied to {run.path / qat.PARENT}): backbone, "
+            f"{'FPN, ' if experiment.task.quantization.quantize_detection_decoder else ''}"
+            f"head fake-quantized to int8; activation ranges averaged at {qat_state['range_decay']}"
+        )
     status, step, last_eval = "failed", 0, None
     try:
         while True:
@@ -273,6 +287,8 @@ def _recover_from_oom(config: TfodConfig, plan: Plan, run: RunDir) -> tuple[Plan
     }
     run.update(oom_events=[*state.get("oom_events", []), event], plan=new_plan.as_dict())
     new_experiment = build_experiment(config, new_plan)
+    if config.qat:
+        qat.attach_parent(run, config, new_experiment)
     _write_experiment(run, new_experiment)
     console.print(
         f"[yellow]Out of memory at batch {old} (step {at_step}): resuming from step {resumed_from} "
@@ -362,7 +378,7 @@ def _run(
     from official.common import distribute_utils
     from official.core import train_lib
 
-    from tfod.train.task import TfodRetinaNetTask
+    from tfod.train.task import make_task
 
     tf_keras.utils.set_random_seed(config.train.seed)
     gpus = tf.config.list_physical_devices("GPU")
@@ -377,7 +393,7 @@ def _run(
         distribution_strategy=experiment.runtime.distribution_strategy, num_gpus=len(gpus)
     )
     with strategy.scope():
-        task = TfodRetinaNetTask(experiment.task, logging_dir=str(run.path))
+        task = make_task(experiment.task, logging_dir=str(run.path))
 
     holder: dict[str, Any] = {}
     last_eval: dict[str, Any] | None = None
@@ -418,7 +434,7 @@ def _run(
     )
     holder["runner"] = runner
     start = global_step()
-    if task.restored is not None:
+    if getattr(task, "restored", None) is not None:
         from tfod.train.report import print_restore
 
         run.update(initialized_from=task.restored)
@@ -432,7 +448,8 @@ def _run(
         return start, next(iter(run.metrics()[-1:]), None)
     if start:
         console.print(f"Resuming from step {start}.")
-    with bar:
+    ranges = qat.fitted_ranges(qat.range_decay(plan.steps)) if config.qat else nullcontext()
+    with bar, ranges:
         bar.start(start)
         runner.run()
     return global_step(), last_eval
