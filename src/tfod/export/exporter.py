@@ -9,10 +9,12 @@ Built on Model Garden's export libraries (`export_saved_model_lib.export_inferen
   score threshold and detection cap as the SavedModel.
 - Model Garden hands the background class to that op, which then returns background boxes as
   detections and lets them suppress real ones; tfod's export gives it the real classes only.
-- int8 is full-integer with float input and output (`int8_full_fp32_io`: `int8_full` quantizes
-  `num_detections`, which saturates at 15), calibrated on the first N images of the training
-  split as the validation parser sees them: Model Garden calibrates on augmented training data,
-  2000 steps by default, and rewrites the experiment's `train_data` while doing it.
+- int8 is full-integer inside, with float outputs (`int8_full` quantizes `num_detections`, which
+  saturates at 15) and float or, with `--io int8|uint8`, integer input. A float run's is
+  calibrated on the first N images of the training split as the validation parser sees them:
+  Model Garden calibrates on augmented training data, 2000 steps by default, and rewrites the
+  experiment's `train_data` while doing it. A QAT run's (`tfod qat`) needs no calibration: its
+  ranges were trained, and its export is built with Model Garden's QAT serving module.
 
 Everything is built in a temporary folder that replaces RUN/export/ only when complete. An earlier
 export's artefacts that this one does not rebuild are kept when they come from the same
@@ -23,6 +25,7 @@ folder never mixes checkpoints.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import time
@@ -41,7 +44,10 @@ EXPORT = "export"
 EXPORT_JSON = "export.json"
 SAVED_MODEL = "saved_model"
 FORMATS = ("saved_model", "tflite")
-QUANTS = {"fp32": None, "fp16": "fp16", "int8": "int8_full_fp32_io"}
+QUANTS = ("fp32", "fp16", "int8")
+IO_TYPES = ("float", "int8", "uint8")
+PARENT_INT8 = "parent_int8.tflite"
+"""A QAT run's export also holds its float parent's post-training int8, for `verify` to compare."""
 
 
 def tflite_name(quant: str) -> str:
@@ -66,6 +72,7 @@ def export(
     quants: list[str] | None = None,
     calibration_images: int = 200,
     on_step: Callable[[str], None] | None = None,
+    io: str = "float",
 ) -> dict[str, Any]:
     """Export `run`'s checkpoint; returns the export.json manifest.
 
@@ -76,12 +83,28 @@ def export(
         quants: TFLite variants, some of QUANTS (default: all).
         calibration_images: training images that calibrate the int8 model.
         on_step: called with a line of text before each slow step.
+        io: the int8 model's input type: float, or int8/uint8 for full-integer input (its outputs
+            stay float: see `_convert`).
+
+    A QAT run (`tfod qat`) exports int8 only, from its fake-quantized weights (no calibration),
+    plus its float parent's post-training int8 (`parent_int8.tflite`) for `tfod verify`.
     """
+    from tfod.train.qat import float_parent
+
     run.require()
+    parent = float_parent(run)
     formats = formats or list(FORMATS)
-    quants = quants or list(QUANTS)
+    quants = quants or (["int8"] if parent else list(QUANTS))
     if calibration_images < 1:
         raise TfodError("--calibration-images must be at least 1")
+    if io not in IO_TYPES:
+        raise TfodError(f"--io takes one of {', '.join(IO_TYPES)}; got {io!r}")
+    if parent is not None and quants != ["int8"]:
+        raise TfodError(
+            "a QAT run exports --quant int8 only (its weights are trained as int8 values); "
+            f"export fp32 or fp16 from its float parent, {run.read()['qat']['parent']}",
+            run.path,
+        )
     say = on_step or (lambda _: None)
     step, prefix, chosen = pick_checkpoint(run, checkpoint)
     experiment = load_experiment(run)
@@ -109,7 +132,12 @@ def export(
             say(f"SavedModel from {prefix.name}")
             manifest["artefacts"].append(_saved_model(experiment, prefix, size, out))
         if "tflite" in formats:
-            tflite = _tflite(run, prefix, size, quants, calibration_images, summary, out, say)
+            calibration = min(calibration_images, int(summary["splits"]["train"]["images"]))
+            tflite = _tflite(run, prefix, quants, calibration, io, out, say)
+            if parent is not None:
+                say("the float parent's post-training int8, for `tfod verify` to compare")
+                _, parent_prefix = parent.checkpoint("latest")
+                tflite += _tflite(parent, parent_prefix, ["int8"], calibration, io, out, say, True)
             manifest["artefacts"].extend(tflite)
             if "int8" in quants:
                 manifest["edgetpu"] = edgetpu.compile_for_edgetpu(out / tflite_name("int8"), say)
@@ -177,6 +205,19 @@ def _artefact(path: Path, out: Path, **fields: Any) -> dict[str, Any]:
     }
 
 
+def serving_module(experiment: Any, input_type: str) -> Any:
+    """Model Garden's detection serving module for `experiment`: its QAT twin for a QAT run."""
+    from official.vision.serving import detection
+
+    module = detection.DetectionModule
+    if getattr(experiment.task, "quantization", None) is not None:
+        from official.projects.qat.vision.serving import export_module
+
+        module = export_module.DetectionModule
+    size = [int(s) for s in experiment.task.model.input_size[:2]]
+    return module(experiment, batch_size=1, input_image_size=size, input_type=input_type)
+
+
 def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> dict[str, Any]:
     from official.vision.serving import export_saved_model_lib
 
@@ -188,27 +229,35 @@ def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> d
         params=experiment,
         checkpoint_path=str(prefix),
         export_dir=str(out / SAVED_MODEL),
+        export_module=serving_module(experiment, "image_tensor"),
     )
+    qat = getattr(experiment.task, "quantization", None) is not None
     return _artefact(
         out / SAVED_MODEL, out,
         format="saved_model", quantization="fp32", input={"shape": [1, None, None, 3], "dtype": "uint8"},
         seconds=round(time.perf_counter() - started, 1),
+        **({"method": "QAT, fake-quantized"} if qat else {}),
     )  # fmt: skip
 
 
 def _tflite(
     run: RunDir,
     prefix: Path,
-    size: list[int],
     quants: list[str],
-    calibration_images: int,
-    summary: dict[str, Any],
+    calibration: int,
+    io: str,
     out: Path,
     say: Callable[[str], None],
+    is_parent: bool = False,
 ) -> list[dict[str, Any]]:
-    from official.vision.serving import export_saved_model_lib, export_tflite_lib
+    """TFLite models of `run`'s checkpoint `prefix`. A QAT run's int8 comes from its trained
+    fake-quantization ranges; a float run's is calibrated on `calibration` training images.
+    `is_parent`: `run` is a QAT run's float parent (RUN/parent); its int8 is PARENT_INT8."""
+    from official.vision.serving import export_saved_model_lib
 
     experiment = load_experiment(run)
+    qat = getattr(experiment.task, "quantization", None) is not None
+    size = [int(s) for s in experiment.task.model.input_size[:2]]
     detection = experiment.task.model.detection_generator
     detection.nms_version = "tflite"
     detection.tflite_post_processing.override(
@@ -224,40 +273,74 @@ def _tflite(
     graph = out / ".tflite-graph"  # inside the temporary export folder; removed below
     artefacts = []
     try:
-        say("TFLite graph (TFLite detection post-processing op)")
+        say(f"TFLite graph of {prefix.name} (TFLite detection post-processing op)")
         with _nms_without_background():
             export_saved_model_lib.export_inference_graph(
                 input_type="tflite", batch_size=1, input_image_size=size,
                 params=experiment, checkpoint_path=str(prefix), export_dir=str(graph),
+                export_module=serving_module(experiment, "tflite"),
             )  # fmt: skip
-        train_images = int(summary["splits"].get("train", {}).get("images", 0))
-        calibration = min(calibration_images, train_images)
         for quant in quants:
+            method = "post-training" if quant == "int8" and not qat else None
             say(
                 f"TFLite {quant}"
-                + (f" (calibrating on {calibration} training images)" if quant == "int8" else "")
+                + (" (quantization-aware trained)" if qat else "")
+                + (f" (calibrating on {calibration} training images)" if method else "")
             )
             started = time.perf_counter()
-            model = export_tflite_lib.convert_tflite_model(
-                saved_model_dir=str(graph),
-                quant_type=QUANTS[quant],
-                params=_calibration_experiment(run) if quant == "int8" else None,
-                calibration_steps=calibration,
-            )
-            path = out / tflite_name(quant)
+            model = _convert(graph, quant, io, _calibration_experiment(run) if method else None,
+                             calibration)  # fmt: skip
+            path = out / (PARENT_INT8 if is_parent else tflite_name(quant))
             atomic.write_bytes(path, model)
+            dtype = io if quant == "int8" and io != "float" else "float32"
             fields: dict[str, Any] = {
                 "format": "tflite",
                 "quantization": quant,
-                "input": {"shape": [1, *size, 3], "dtype": "float32", "normalised": True},
+                "input": {"shape": [1, *size, 3], "dtype": dtype, "normalised": True},
                 "seconds": round(time.perf_counter() - started, 1),
             }
             if quant == "int8":
+                fields["method"] = "quantization-aware training" if qat else "post-training"
+            if method:
                 fields["calibration_images"] = calibration
+            if is_parent:
+                fields["source"] = f"float parent {prefix.name}"
             artefacts.append(_artefact(path, out, **fields))
     finally:
         shutil.rmtree(graph, ignore_errors=True)
     return artefacts
+
+
+def _convert(graph: Path, quant: str, io: str, calibration: Any, steps: int) -> bytes:
+    """One TFLite variant of the graph. int8 is full-integer inside: a float graph is calibrated on
+    `calibration`'s train_data and restricted to TFLite's int8 builtins; a QAT graph (no
+    `calibration`) carries its trained ranges, and the converter quantizes every op it covers
+    (TFLite asks for a calibration set when the int8 builtins are enforced, so they are not: the
+    tests check that only the post-processing op and its dequantize inputs stay float).
+
+    The outputs stay float32 whatever `io` is: they come from the detection post-processing op,
+    and quantizing them (Model Garden's `int8_full` or `qat` types) makes `num_detections` an
+    8-bit value that saturates (measured: 15 detections at most).
+    """
+    import tensorflow as tf
+    from official.vision.serving import export_tflite_lib
+
+    if quant != "int8":
+        model: bytes = export_tflite_lib.convert_tflite_model(
+            saved_model_dir=str(graph), quant_type="fp16" if quant == "fp16" else None
+        )
+        return model
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(graph))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if calibration is not None:
+        converter.representative_dataset = functools.partial(
+            export_tflite_lib.representative_dataset, params=calibration, calibration_steps=steps
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
+    converter.inference_output_type = tf.float32
+    result: bytes = converter.convert()
+    return result
 
 
 def _calibration_experiment(run: RunDir) -> Any:

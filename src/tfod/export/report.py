@@ -34,9 +34,12 @@ def print_export(console: Console, manifest: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column in ("artefact", "format") else "right")
     for item in manifest["artefacts"]:
         shape = item.get("input", {}).get("shape")
+        dtype = item.get("input", {}).get("dtype", "float32")
+        method = {"quantization-aware training": " QAT", "post-training": " PTQ"}
         table.add_row(
-            item["file"], item["format"], item["quantization"], _size(item["bytes"]),
-            "x".join("?" if s is None else str(s) for s in shape) if shape else "—",
+            item["file"], item["format"],
+            item["quantization"] + method.get(item.get("method", ""), ""), _size(item["bytes"]),
+            ("x".join("?" if s is None else str(s) for s in shape) + f" {dtype}") if shape else "—",
             str(item.get("seconds", "—")),
         )  # fmt: skip
     console.print(table)

@@ -4,6 +4,10 @@ Each artefact runs over the validation images one at a time (batch 1), its detec
 original-image pixels and cut at the export's one score threshold, and scored by the same COCO
 code as `tfod eval` (`coco_metrics` against the dataset's val_coco.json). The float checkpoint
 the export came from runs the same way and is the reference for the AP drop and the speed-up.
+
+For a QAT run (`tfod qat`) the reference is its float parent's checkpoint, followed by the
+fake-quantized QAT checkpoint, the QAT int8 and the parent's post-training int8: the table shows
+what each way to int8 costs against the same float model.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tfod.evaluate.evaluator import load_experiment
 from tfod.export.exporter import EXPORT, EXPORT_JSON, read_manifest
 from tfod.predict.models import DetectionModel, TFLiteModel, checkpoint_model, saved_model
 from tfod.runs.rundir import RunDir, now
+from tfod.train.qat import float_parent
 
 VERIFY_JSON = "verify.json"
 MIN_TIMED_CALLS = 20  # latency is the median of at least this many batch-1 invocations
@@ -125,23 +130,31 @@ def verify(
         )
     images = validation_images(experiment)
 
-    def run_one(model: DetectionModel, size: int | None) -> Verified:
+    def run_one(model: DetectionModel, size: int | None, note: str = "") -> Verified:
         tick = on_model(model.name, len(images)) if on_model else None
         got = measure(model, images, ground_truth, threshold, tick)
         metrics = got.scores["metrics"]
         if not rows:
             return Verified(
-                model.name, size, metrics["AP"], metrics["AP50"], got.latency_ms, got.invoke_ms
-            )
+                model.name, size, metrics["AP"], metrics["AP50"], got.latency_ms, got.invoke_ms,
+                note=note,
+            )  # fmt: skip
         reference = rows[0]
         return Verified(
             model.name, size, metrics["AP"], metrics["AP50"], got.latency_ms, got.invoke_ms,
-            metrics["AP"] - reference.ap, reference.latency_ms / got.latency_ms,
+            metrics["AP"] - reference.ap, reference.latency_ms / got.latency_ms, note,
         )  # fmt: skip
 
     rows: list[Verified] = []
+    parent = float_parent(run)
+    if parent is not None:  # a QAT run: its float parent is the reference
+        _, parent_prefix = parent.checkpoint("latest")
+        name = f"float parent {parent_prefix.name}"
+        floating = checkpoint_model(load_experiment(parent), parent_prefix, labels, name)
+        rows.append(run_one(floating, None, "the float model QAT started from"))
     name = f"checkpoint {prefix.name}"
-    rows.append(run_one(checkpoint_model(experiment, prefix, labels, name), None))
+    note = "QAT, fake-quantized" if parent is not None else ""
+    rows.append(run_one(checkpoint_model(experiment, prefix, labels, name), None, note))
     for artefact in manifest["artefacts"]:
         path = export_dir / artefact["file"]
         if artefact["quantization"] == "int8_edgetpu":
@@ -153,7 +166,8 @@ def verify(
             continue
         try:
             model = saved_model(path, labels) if artefact["format"] == "saved_model" else None
-            rows.append(run_one(model or TFLiteModel(path, labels), artefact["bytes"]))
+            note = _describe(artefact)
+            rows.append(run_one(model or TFLiteModel(path, labels), artefact["bytes"], note))
         except (TfodError, RuntimeError, ValueError) as err:  # a broken artefact scores 0
             nan, ap = float("nan"), rows[0].ap
             note = f"fails to run: {str(err).splitlines()[0][:120]}"
@@ -172,6 +186,15 @@ def verify(
     return rows, len(images)
 
 
+def _describe(artefact: dict[str, Any]) -> str:
+    """The verification table's note for an artefact: how it was quantized, from what."""
+    parts = [str(artefact[key]) for key in ("source", "method") if artefact.get(key)]
+    dtype = artefact.get("input", {}).get("dtype", "float32")
+    if artefact.get("format") == "tflite" and dtype != "float32":
+        parts.append(f"{dtype} input")
+    return ", ".join(parts)
+
+
 def check_ap_drop(rows: list[Verified], max_ap_drop: float) -> None:
     """A TfodError naming every artefact that lost more than `max_ap_drop` AP, with the fixes."""
     reference = rows[0]
@@ -184,7 +207,7 @@ def check_ap_drop(rows: list[Verified], max_ap_drop: float) -> None:
     raise TfodError(
         f"AP dropped by more than --max-ap-drop {max_ap_drop}: {lost}. Options: ship the fp16 "
         "model (half the size, float accuracy); calibrate int8 on more training images "
-        "(--calibration-images, the default is 200); or train with quantization-aware training "
-        "(Model Garden's QAT kept 21.7 AP where post-training int8 fell to 0.04), which tfod "
-        "does not run yet."
+        "(--calibration-images, the default is 200); or train with quantization-aware training, "
+        "`tfod qat RUN` then `tfod export RUN-qat` (Model Garden's QAT kept 21.7 AP where "
+        "post-training int8 fell to 0.04)."
     )

@@ -114,12 +114,10 @@ def checkpoint_model(
 ) -> _ServingModel:
     """The float model of a training checkpoint, served exactly as the SavedModel export is."""
     import tensorflow as tf
-    from official.vision.serving import detection
 
-    size = list(experiment.task.model.input_size[:2])
-    module = detection.DetectionModule(
-        experiment, batch_size=1, input_image_size=size, input_type="image_tensor"
-    )
+    from tfod.export.exporter import serving_module
+
+    module = serving_module(experiment, "image_tensor")
     status = tf.train.Checkpoint(model=module.model).read(str(prefix))
     status.expect_partial().assert_existing_objects_matched()
     serve = tf.function(module.serve, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
@@ -148,8 +146,9 @@ class TFLiteModel:
     """A .tflite detector with TFLite's detection post-processing op (Model Garden's export).
 
     Its input is the image already resized (aspect kept, padded at the bottom and right) and
-    normalised, as float32; this class does that with Model Garden's own preprocessing
-    ops, so every artefact sees the same pixels.
+    normalised, as float32 (or quantized to int8/uint8 with the input's scale and zero point); this
+    class does that with Model Garden's own preprocessing ops, so every artefact sees the same
+    pixels.
 
     One thread by default: LiteRT 2.3.0's regular (per-class) NMS loses whole classes when the
     interpreter runs with more than one thread (measured: the last of 3 classes vanished with 2).
@@ -181,12 +180,14 @@ class TFLiteModel:
                 f"({', '.join(sorted(wanted))}); export it with `tfod export`",
                 path,
             )
-        if details["dtype"] != np.float32:
+        if details["dtype"] not in (np.float32, np.int8, np.uint8):
             raise TfodError(
                 f"TFLite model takes {np.dtype(details['dtype']).name} input; tfod runs models with "
-                "float input and output (tfod export's int8 is int8_full_fp32_io)",
+                "float, int8 or uint8 input (`tfod export --io`)",
                 path,
             )
+        self._input_type = np.dtype(details["dtype"])
+        self._input_scale, self._input_zero = details["quantization"]
         self.input_size = (int(details["shape"][1]), int(details["shape"][2]))
         self._class_offset = self._nms_class_offset()
 
@@ -216,7 +217,12 @@ class TFLiteModel:
         resized, info = preprocess_ops.resize_and_crop_image(
             pixels, list(self.input_size), padded_size=list(self.input_size)
         )
-        return resized.numpy()[None].astype(np.float32), info.numpy()[2]
+        tensor = resized.numpy()[None].astype(np.float32)
+        if self._input_type != np.float32:  # full-integer input: quantize the normalised pixels
+            limits = np.iinfo(self._input_type)
+            steps = np.rint(tensor / self._input_scale) + self._input_zero
+            tensor = np.clip(steps, limits.min, limits.max).astype(self._input_type)
+        return tensor, info.numpy()[2]
 
     def detect(self, image: np.ndarray) -> Detections:
         _check_image(image)
