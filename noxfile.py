@@ -53,12 +53,13 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks printing tables: converter 1 vs N workers; the demo's time and AP; every export
-    artefact's size, AP and latency; fine-tuning from a zoo entry vs. from scratch.
+    artefact's size, AP and latency; fine-tuning from a zoo entry vs. from scratch; float vs.
+    post-training int8 vs. QAT int8.
 
-    `nox -s bench -- convert`, `-- demo`, `-- export` or `-- pretrained` runs one of them.
+    `nox -s bench -- convert`, `-- demo`, `-- export`, `-- pretrained` or `-- qat` runs one.
     """
     _install(session)
-    chosen = session.posargs or ["convert", "demo", "export", "pretrained"]
+    chosen = session.posargs or ["convert", "demo", "export", "pretrained", "qat"]
     for name in chosen:
         session.run("python", f"bench/{name}_bench.py")
 

@@ -1,0 +1,256 @@
+"""`tfod qat`: a float run -> a QAT run (stop, resume) -> its int8 TFLite -> `verify`'s story."""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import smoke_config
+from tests.export.test_exporter import _matched
+from tests.robustness.test_bad_inputs import run_tfod
+from tests.robustness.test_faults import _spawn, _wait_for
+from tfod.cli import EXIT_STOPPED
+from tfod.config.checks import run_checks
+from tfod.config.experiment import build_experiment, make_plan
+from tfod.config.schema import QatSection
+from tfod.data.convert import load_summary
+from tfod.errors import TfodError
+from tfod.predict.models import TFLiteModel, checkpoint_model
+from tfod.runs.rundir import RunDir
+from tfod.train.qat import PARENT, qat_config
+
+QAT_SMOKE = "retinanet-mobilenetv2-ssd-256-smoke"
+AGREEMENT = 0.8
+"""The QAT int8 TFLite finds at least this share of the fake-quantized checkpoint's boxes scoring
+above 0.1 on the validation images (IoU >= 0.6, score within 0.15): the fake-quant graph and
+TFLite's int8 kernels round differently, so a few weak boxes move."""
+
+
+@pytest.fixture(scope="module")
+def float_parent(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A float run of the QAT-capable smoke preset that has learnt something (150 steps)."""
+    from tfod.data.demo import make_demo
+    from tfod.train.trainer import train
+
+    data = tmp_path_factory.mktemp("demo48") / "data"
+    make_demo(data, n=48, progress=False)
+    config = smoke_config(
+        data,
+        name="float",
+        model={"preset": QAT_SMOKE},
+        train={"steps": 150, "batch_size": 8, "learning_rate": 0.04},
+        eval={"every_steps": 150, "batch_size": 8},
+    )
+    result = train(config, tmp_path_factory.mktemp("runs"), progress=False)
+    assert result.status == "finished"
+    assert result.last_eval is not None and result.last_eval["metrics"]["AP"] > 0.02
+    return result.run.path
+
+
+@pytest.fixture(scope="module")
+def qat_run(float_parent: Path) -> Path:
+    """`tfod qat` stopped by SIGTERM after its first checkpoint, then resumed to the end; then
+    exported."""
+    from tfod.export.exporter import export
+
+    run = RunDir(float_parent.parent / "float-qat")
+    step = lambda: int(run.read().get("step", 0))  # noqa: E731
+    first = _spawn("qat", str(float_parent), "--steps", "400")
+    _wait_for(lambda: step() >= 10, "the first QAT steps", timeout=600)
+    first.send_signal(signal.SIGTERM)
+    output = first.communicate(timeout=300)[0]
+    assert first.returncode == EXIT_STOPPED, output
+    assert "Quantization-aware training of" in output and "Traceback" not in output
+    stopped_at = step()
+    assert stopped_at in run.checkpoints()
+
+    second = _spawn("qat", str(float_parent), "--steps", str(stopped_at + 20))
+    output = second.communicate(timeout=900)[0]
+    assert second.returncode == 0, output
+    assert f"Resuming from step {stopped_at}" in output
+    assert [s["start_step"] for s in run.read()["sessions"]] == [0, stopped_at]
+    export(run, calibration_images=16)
+    return run.path
+
+
+def test_unsupported_preset_gets_the_preflight_error(smoke_run: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TfodError) as caught:
+        qat_config(RunDir(smoke_run))
+    assert "retinanet-mobilenetv2-ssd-256, retinanet-spinenet49-mobile-384" in str(caught.value)
+    code, output = run_tfod(["qat", str(smoke_run)], capsys)
+    assert code == 1 and "Traceback" not in output and "QAT supports" in output
+
+
+def test_a_qat_section_on_another_preset_fails_the_preflight_checks(demo_data: Path) -> None:
+    summary = load_summary(demo_data)
+    for preset, problem in (
+        ("retinanet-resnet50-fpn-640-smoke", "QAT supports"),
+        ("retinanet-spinenet49-mobile-384-smoke", "use_keras_upsampling_2d"),
+    ):
+        config = smoke_config(demo_data, model={"preset": preset}).model_copy(
+            update={"qat": QatSection(parent=demo_data)}
+        )
+        plan = make_plan(config, summary)
+        findings = run_checks(config, plan, summary, build_experiment(config, plan))
+        assert any(f.severity == "error" and problem in f.message for f in findings), findings
+
+
+def test_qat_run_is_linked_to_a_copy_of_its_parent(qat_run: Path, float_parent: Path) -> None:
+    state = RunDir(qat_run).read()
+    assert state["status"] == "finished" and state["qat"]["parent"] == str(float_parent)
+    assert state["qat"]["checkpoint"]["which"] == "best"
+    parent = RunDir(qat_run / PARENT)
+    step, prefix = parent.checkpoint("latest")
+    assert step == state["qat"]["checkpoint"]["step"] == 150
+    assert Path(state["qat"]["float_checkpoint"]).resolve() == prefix.resolve()
+    assert (qat_run / "best").is_dir() and RunDir(qat_run).metrics()
+    assert (qat_run / "plots" / "curves.png").is_file()
+    plan, parent_plan = state["plan"], parent.read()["plan"]
+    assert plan["learning_rate"] == pytest.approx(parent_plan["learning_rate"] / 10)
+
+
+def test_the_qat_model_starts_from_every_float_weight(float_parent: Path) -> None:
+    """Model Garden's QAT rebuilds the FPN with fresh weights (32 of 34 lost, AP 0.0 before any
+    step); tfod copies them over. Every float weight of backbone, FPN and head is in the QAT
+    model, value for value."""
+    import tensorflow as tf
+    from official.vision.tasks import retinanet
+
+    from tfod.train.task import make_task
+
+    run = RunDir(float_parent)
+    config = qat_config(run)
+    experiment = build_experiment(config, make_plan(config, load_summary(config.data.dir)))
+    _, prefix = run.checkpoint("latest")
+    experiment.task.quantization.pretrained_original_checkpoint = str(prefix)
+    quantized = make_task(experiment.task).build_model()
+    floating = retinanet.RetinaNetTask(experiment.task).build_model()
+    status = tf.train.Checkpoint(model=floating).read(str(prefix))
+    status.expect_partial().assert_existing_objects_matched()
+    for part in ("backbone", "decoder", "head"):
+        have = {np.round(w.numpy(), 6).tobytes() for w in getattr(quantized, part).weights}
+        lost = [
+            w.name
+            for w in getattr(floating, part).weights
+            if np.round(w.numpy(), 6).tobytes() not in have
+        ]
+        assert not lost, f"{part}: {len(lost)} float weights not in the QAT model: {lost[:5]}"
+
+
+def test_activation_ranges_are_fitted_not_left_at_their_start(qat_run: Path) -> None:
+    """tfmot starts every activation range at [-6, 6] and averages at 0.999 (~3000 steps to
+    forget the start); tfod fits the decay to the run, so after a short QAT run the ranges of
+    ReLU6 outputs (true minimum 0) have left -6."""
+    import tensorflow as tf
+
+    state = RunDir(qat_run).read()
+    assert state["qat"]["range_decay"] == 0.9
+    _, prefix = RunDir(qat_run).checkpoint("latest")
+    reader = tf.train.load_checkpoint(str(prefix))
+    minima = [
+        float(reader.get_tensor(name))
+        for name in reader.get_variable_to_shape_map()
+        if "_activation_layer/output_min/" in name and "OPTIMIZER" not in name
+    ]
+    assert len(minima) > 10
+    assert max(minima) <= 0 and min(minima) > -1.0, sorted(minima)[:5]
+
+
+def test_runs_compare_shows_the_pair(qat_run: Path, float_parent: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, output = run_tfod(["runs", "compare", str(float_parent), str(qat_run)], capsys)
+    assert code == 0 and "float -> float-qat: " in output, output
+
+
+def _agreement(reference: Any, other: Any, run: Path) -> float:
+    """Share of `reference`'s detections scoring above 0.1, over all validation images, that
+    `other` finds too (same class, IoU >= 0.6, score within 0.15)."""
+    from tfod.evaluate.evaluator import load_experiment
+    from tfod.export.verify import validation_images
+
+    found = total = 0.0
+    for _, image in validation_images(load_experiment(RunDir(run))):
+        strong = reference.detect(image).above(0.1)
+        if len(strong.scores):
+            found += _matched(strong, other.detect(image), iou=0.6, score=0.15) * len(strong.scores)
+            total += len(strong.scores)
+    assert total > 0, "the QAT fixture should find something on the validation images"
+    return found / total
+
+
+def test_qat_tflite_is_full_integer_and_detects_what_the_qat_checkpoint_does(
+    qat_run: Path,
+) -> None:
+    from tfod.data.labelmap import read_label_map
+    from tfod.evaluate.evaluator import load_experiment
+
+    manifest = json.loads((qat_run / "export" / "export.json").read_text())
+    files = {a["file"]: a for a in manifest["artefacts"]}
+    assert files["model_int8.tflite"]["method"] == "quantization-aware training"
+    assert files["parent_int8.tflite"]["method"] == "post-training"
+    assert "model_fp32.tflite" not in files
+
+    model = TFLiteModel(qat_run / "export" / "model_int8.tflite")
+    interpreter = model._interpreter
+    tensors = interpreter.get_tensor_details()
+    float_ops = collections.Counter(
+        op["op_name"]
+        for op in interpreter._get_ops_details()
+        if any(tensors[i]["dtype"] == np.float32 for i in [*op["inputs"], *op["outputs"]] if i >= 0)
+    )
+    # Float only at the edges: the input's QUANTIZE, the DEQUANTIZE of boxes and scores into the
+    # post-processing op, and that op (it runs on the CPU, also beside an Edge TPU).
+    assert set(float_ops) <= {"QUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"}, float_ops
+    assert sum(float_ops.values()) <= 4
+    assert len(interpreter._get_ops_details()) > 50
+
+    experiment = load_experiment(RunDir(qat_run))
+    labels = read_label_map(qat_run / "export" / "label_map.pbtxt")
+    _, prefix = RunDir(qat_run).checkpoint("best")
+    fake_quant = checkpoint_model(experiment, prefix, labels)
+    assert _agreement(fake_quant, model, qat_run) >= AGREEMENT
+
+
+def test_integer_input_detects_what_float_input_does(qat_run: Path, tmp_path: Path) -> None:
+    """`--io uint8`: integer input, float outputs (num_detections does not saturate)."""
+    from tfod.export.exporter import export
+
+    copy = tmp_path / "float-qat"
+    shutil.copytree(qat_run, copy, ignore=shutil.ignore_patterns("export"))
+    manifest = export(RunDir(copy), formats=["tflite"], io="uint8", calibration_images=16)
+    assert {a["input"]["dtype"] for a in manifest["artefacts"]} == {"uint8"}
+    model = TFLiteModel(copy / "export" / "model_int8.tflite")
+    inputs = model._runner.get_input_details()
+    assert all(i["dtype"] == np.uint8 for i in inputs.values())
+    assert all(o["dtype"] == np.float32 for o in model._runner.get_output_details().values())
+    reference = TFLiteModel(qat_run / "export" / "model_int8.tflite")
+    assert _agreement(reference, model, qat_run) >= AGREEMENT
+
+
+def test_verify_tells_float_post_training_and_qat_apart(qat_run: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, output = run_tfod(["verify", str(qat_run), "--max-ap-drop", "1"], capsys)
+    assert code == 0, output
+    rows = json.loads((qat_run / "export" / "verify.json").read_text())["rows"]
+    names = [r["name"] for r in rows]
+    assert names[0] == "float parent ckpt-150" and rows[0]["delta_ap"] == 0
+    assert "model_int8.tflite" in names and "parent_int8.tflite" in names
+    notes = {r["name"]: r["note"] for r in rows}
+    assert "quantization-aware" in notes["model_int8.tflite"]
+    assert "post-training" in notes["parent_int8.tflite"]
+    for name in ("float parent ckpt-150", "model_int8.tflite", "parent_int8.tflite"):
+        assert name in output
+    code, output = run_tfod(["verify", str(qat_run), "--max-ap-drop", "-1"], capsys)
+    assert code == 1 and "model_int8.tflite" in output  # --max-ap-drop applies to QAT int8
+
+
+def test_a_qat_run_exports_int8_only(qat_run: Path) -> None:
+    from tfod.export.exporter import export
+
+    with pytest.raises(TfodError, match="int8 only"):
+        export(RunDir(qat_run), quants=["fp32"])
