@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,9 @@ import tfod
 from tfod.console import console, native_output_to
 from tfod.errors import TfodError
 from tfod.runs.rundir import RunDir
+
+if TYPE_CHECKING:
+    from tfod.train.trainer import TrainResult
 
 EXIT_STOPPED = 75
 """`tfod train`'s exit status after Ctrl-C or SIGTERM: stopped with a checkpoint saved, resumable by
@@ -220,6 +223,24 @@ def config_validate(
     console.print("[green]All pre-flight checks passed.[/green]")
 
 
+InlineEval = Annotated[
+    bool,
+    typer.Option(
+        "--eval/--no-eval", help="Evaluate beside training (off: a `tfod eval --watch` does it)."
+    ),
+]
+
+
+def _report_training(result: TrainResult) -> None:
+    """The last evaluation's table; exit 75 if training was stopped (resumable)."""
+    from tfod.evaluate.report import print_metrics
+
+    if result.last_eval is not None:
+        print_metrics(console, result.last_eval)
+    if result.status == "stopped":
+        raise typer.Exit(EXIT_STOPPED)
+
+
 @app.command("train")
 def train(
     config: ConfigPath,
@@ -233,24 +254,14 @@ def train(
     batch_size: Annotated[
         int | None, typer.Option(help="Global batch (overrides the config).")
     ] = None,
-    eval: Annotated[
-        bool,
-        typer.Option(
-            "--eval/--no-eval",
-            help="Evaluate beside training (off: a `tfod eval --watch` does it).",
-        ),
-    ] = True,
+    eval: InlineEval = True,
 ) -> None:
     """Train (or resume) a run on Model Garden's trainer; Ctrl-C saves and stops cleanly."""
     from tfod.config.schema import load_config
-    from tfod.evaluate.report import print_metrics
     from tfod.train.trainer import train as run_training
 
     result = run_training(load_config(config), runs_dir, run, steps, batch_size, inline_eval=eval)
-    if result.last_eval is not None:
-        print_metrics(console, result.last_eval)
-    if result.status == "stopped":
-        raise typer.Exit(EXIT_STOPPED)
+    _report_training(result)
 
 
 @app.command("qat")
@@ -265,17 +276,10 @@ def qat(
     checkpoint: Annotated[
         str, typer.Option(help="The parent's checkpoint: best, latest or a step number.")
     ] = "best",
-    eval: Annotated[
-        bool,
-        typer.Option(
-            "--eval/--no-eval",
-            help="Evaluate beside training (off: a `tfod eval --watch` does it).",
-        ),
-    ] = True,
+    eval: InlineEval = True,
 ) -> None:
     """Quantization-aware training: a new run from PARENT's float checkpoint, fake-quantized to
     int8 (Model Garden's QAT); `tfod export` then builds its int8 TFLite. Run it again to resume."""
-    from tfod.evaluate.report import print_metrics
     from tfod.train.qat import qat_config
     from tfod.train.trainer import train as run_training
 
@@ -283,10 +287,7 @@ def qat(
         raise TfodError(f"--steps must be a whole number of at least 1, got {steps}")
     config = qat_config(RunDir(parent), run, steps, checkpoint)
     result = run_training(config, parent.parent, config.name, inline_eval=eval)
-    if result.last_eval is not None:
-        print_metrics(console, result.last_eval)
-    if result.status == "stopped":
-        raise typer.Exit(EXIT_STOPPED)
+    _report_training(result)
 
 
 @app.command("batch-size")
