@@ -16,7 +16,6 @@ Usage: python bench/pretrained_bench.py [--pretrain-steps 400] [--steps 150] [--
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tarfile
 import tempfile
@@ -30,7 +29,7 @@ from rich.table import Table
 from tfod.config.schema import load_config
 from tfod.config.template import write_template
 from tfod.data.convert import ConvertOptions, convert
-from tfod.data.demo import CLASSES, draw_scene, make_demo
+from tfod.data.demo import CLASSES, make_demo, write_scenes
 from tfod.runs.rundir import RunDir
 from tfod.train.demo import DEMO_LEARNING_RATE
 from tfod.train.trainer import train
@@ -43,22 +42,9 @@ ROUNDNESS = {"circle": "round", "square": "angular", "triangle": "angular"}
 def other_dataset(root: Path, n: int, seed: int) -> Path:
     """Shapes with other classes (round / angular) and another seed: a different dataset."""
     source = root / "src"
-    (source / "images").mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    images, annotations = [], []
-    for image_id in range(1, n + 1):
-        picture, objects = draw_scene(rng)
-        picture.save(source / "images" / f"{image_id}.jpg", quality=92)
-        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 256, "height": 256})
-        for label, (x0, y0, x1, y1) in objects:
-            category = 1 if ROUNDNESS[label] == "round" else 2
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0}
-            )  # fmt: skip
-    categories = [{"id": 1, "name": "round"}, {"id": 2, "name": "angular"}]
-    doc = {"images": images, "annotations": annotations, "categories": categories}
-    (source / "annotations.json").write_text(json.dumps(doc))
+    write_scenes(
+        source, n, np.random.default_rng(seed), ("round", "angular"), ROUNDNESS.__getitem__
+    )
     out = root / "shapes2"
     convert(source, out, ConvertOptions(seed=seed, progress=False))
     return out

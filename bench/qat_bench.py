@@ -17,7 +17,6 @@ images cannot show the activation ranges the rest of the images need.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tfod.data.convert import ConvertOptions, convert
-from tfod.data.demo import CLASSES, IMAGE_SIZE, draw_scene, make_demo
+from tfod.data.demo import make_demo, write_scenes
 from tfod.export.exporter import export
 from tfod.export.verify import verify
 from tfod.train.demo import DEMO_BATCH, DEMO_IMAGES, DEMO_LEARNING_RATE, demo_config
@@ -42,29 +41,15 @@ PRESET = "retinanet-mobilenetv2-ssd-256"
 
 def hard_dataset(root: Path, n: int, seed: int) -> Path:
     """The demo's shapes under a random exposure per image, with noise."""
-    source = root / "src"
-    (source / "images").mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    images, annotations = [], []
-    for image_id in range(1, n + 1):
-        picture, objects = draw_scene(rng)
+
+    def expose(picture: Image.Image, rng: np.random.Generator) -> Image.Image:
         pixels = np.asarray(picture, dtype=np.float32)
         contrast, brightness = rng.uniform(0.25, 1.75), rng.uniform(-60, 60)
         pixels = (pixels - 128) * contrast + 128 + brightness + rng.normal(0, 12, pixels.shape)
-        name = f"images/{image_id}.jpg"
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(source / name, quality=92)
-        images.append(
-            {"id": image_id, "file_name": name, "width": IMAGE_SIZE, "height": IMAGE_SIZE}
-        )
-        for label, (x0, y0, x1, y1) in objects:
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id,
-                 "category_id": CLASSES.index(label) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                 "iscrowd": 0}
-            )  # fmt: skip
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASSES)]
-    doc = {"images": images, "annotations": annotations, "categories": categories}
-    (source / "annotations.json").write_text(json.dumps(doc))
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+    source = root / "src"
+    write_scenes(source, n, np.random.default_rng(seed), retouch=expose)
     out = root / "hard"
     convert(source, out, ConvertOptions(seed=seed, progress=False))
     return out

@@ -249,8 +249,18 @@ def test_verify_tells_float_post_training_and_qat_apart(qat_run: Path, capsys) -
     assert code == 1 and "model_int8.tflite" in output  # --max-ap-drop applies to QAT int8
 
 
-def test_a_qat_run_exports_int8_only(qat_run: Path) -> None:
+def test_a_qat_run_exports_int8_only_and_is_no_qat_parent(qat_run: Path) -> None:
     from tfod.export.exporter import export
 
     with pytest.raises(TfodError, match="int8 only"):
         export(RunDir(qat_run), quants=["fp32"])
+    with pytest.raises(TfodError, match="is itself a QAT run; give its float parent"):
+        qat_config(RunDir(qat_run))
+
+
+def test_an_unknown_input_type_is_refused_before_any_work(smoke_run: Path) -> None:
+    from tfod.export.exporter import EXPORT, export
+
+    with pytest.raises(TfodError, match="--io takes one of float, int8, uint8; got 'int4'"):
+        export(RunDir(smoke_run), io="int4")
+    assert not (smoke_run / EXPORT).exists()

@@ -11,6 +11,7 @@ import colorsys
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +39,51 @@ def make_demo(out: Path, n: int = 160, seed: int = 0, progress: bool = True) -> 
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="tfod-demo-") as tmp:
         source = Path(tmp)
-        (source / "images").mkdir()
-        images: list[dict[str, Any]] = []
-        annotations: list[dict[str, Any]] = []
-        for image_id in range(1, n + 1):
-            name = f"images/{image_id:05d}.jpg"
-            picture, objects = draw_scene(rng)
-            picture.save(source / name, quality=92)
-            images.append(
-                {"id": image_id, "file_name": name, "width": IMAGE_SIZE, "height": IMAGE_SIZE}
-            )
-            for label, (x0, y0, x1, y1) in objects:
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": CLASSES.index(label) + 1,
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "iscrowd": 0,
-                    }
-                )
-        categories = [{"id": i, "name": c} for i, c in enumerate(CLASSES, start=1)]
-        document = {"images": images, "annotations": annotations, "categories": categories}
-        (source / "annotations.json").write_text(json.dumps(document), encoding="utf-8")
+        write_scenes(source, n, rng)
         summary = convert(source, out, ConvertOptions(format="coco", seed=seed, progress=progress))
     summary["source"] = {"format": "coco", "path": f"tfod data demo --n {n} --seed {seed}"}
     atomic.write_json(out / DATASET_JSON, summary)
     return summary
+
+
+def write_scenes(
+    source: Path,
+    n: int,
+    rng: np.random.Generator,
+    names: tuple[str, ...] = CLASSES,
+    class_of: Callable[[str], str] = lambda shape: shape,
+    retouch: Callable[[Image.Image, np.random.Generator], Image.Image] | None = None,
+) -> None:
+    """Draw `n` scenes into SOURCE/images/ and write SOURCE/annotations.json (COCO).
+
+    Each shape is labelled `class_of(shape)`, one of `names`; `retouch` changes a picture (with the
+    same generator) before it is saved. The benchmarks make their other datasets this way.
+    """
+    (source / "images").mkdir(parents=True)
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image_id in range(1, n + 1):
+        name = f"images/{image_id:05d}.jpg"
+        picture, objects = draw_scene(rng)
+        if retouch is not None:
+            picture = retouch(picture, rng)
+        picture.save(source / name, quality=92)
+        images.append(
+            {"id": image_id, "file_name": name, "width": IMAGE_SIZE, "height": IMAGE_SIZE}
+        )
+        for label, (x0, y0, x1, y1) in objects:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": names.index(class_of(label)) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i, "name": c} for i, c in enumerate(names, start=1)]
+    document = {"images": images, "annotations": annotations, "categories": categories}
+    (source / "annotations.json").write_text(json.dumps(document), encoding="utf-8")
 
 
 Box = tuple[float, float, float, float]

@@ -39,6 +39,7 @@ from tfod.errors import TfodError
 from tfod.evaluate.evaluator import dataset_dir, load_experiment
 from tfod.export import edgetpu
 from tfod.runs.rundir import RunDir, now, versions
+from tfod.train.qat import float_parent, is_qat
 
 EXPORT = "export"
 EXPORT_JSON = "export.json"
@@ -89,8 +90,6 @@ def export(
     A QAT run (`tfod qat`) exports int8 only, from its fake-quantized weights (no calibration),
     plus its float parent's post-training int8 (`parent_int8.tflite`) for `tfod verify`.
     """
-    from tfod.train.qat import float_parent
-
     run.require()
     parent = float_parent(run)
     formats = formats or list(FORMATS)
@@ -132,7 +131,8 @@ def export(
             say(f"SavedModel from {prefix.name}")
             manifest["artefacts"].append(_saved_model(experiment, prefix, size, out))
         if "tflite" in formats:
-            calibration = min(calibration_images, int(summary["splits"]["train"]["images"]))
+            train_images = int(summary["splits"].get("train", {}).get("images", 0))
+            calibration = min(calibration_images, train_images)
             tflite = _tflite(run, prefix, quants, calibration, io, out, say)
             if parent is not None:
                 say("the float parent's post-training int8, for `tfod verify` to compare")
@@ -210,7 +210,7 @@ def serving_module(experiment: Any, input_type: str) -> Any:
     from official.vision.serving import detection
 
     module = detection.DetectionModule
-    if getattr(experiment.task, "quantization", None) is not None:
+    if is_qat(experiment.task):
         from official.projects.qat.vision.serving import export_module
 
         module = export_module.DetectionModule
@@ -231,7 +231,7 @@ def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> d
         export_dir=str(out / SAVED_MODEL),
         export_module=serving_module(experiment, "image_tensor"),
     )
-    qat = getattr(experiment.task, "quantization", None) is not None
+    qat = is_qat(experiment.task)
     return _artefact(
         out / SAVED_MODEL, out,
         format="saved_model", quantization="fp32", input={"shape": [1, None, None, 3], "dtype": "uint8"},
@@ -256,7 +256,7 @@ def _tflite(
     from official.vision.serving import export_saved_model_lib
 
     experiment = load_experiment(run)
-    qat = getattr(experiment.task, "quantization", None) is not None
+    qat = is_qat(experiment.task)
     size = [int(s) for s in experiment.task.model.input_size[:2]]
     detection = experiment.task.model.detection_generator
     detection.nms_version = "tflite"

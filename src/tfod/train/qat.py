@@ -81,6 +81,11 @@ def qat_config(
     )
 
 
+def is_qat(task_config: Any) -> bool:
+    """Whether a Model Garden task config is a QAT one (it has a `quantization` section)."""
+    return getattr(task_config, "quantization", None) is not None
+
+
 def check_supported(preset_name: str) -> None:
     """A TfodError listing the presets Model Garden's QAT builds, if `preset_name` is not one."""
     preset = get_preset(preset_name)

@@ -7,11 +7,12 @@ from typing import Any
 from official.vision.tasks import retinanet
 
 from tfod.train import finetune
+from tfod.train.qat import is_qat
 
 
 def make_task(task_config: Any, logging_dir: str | None = None) -> Any:
     """The task for `task_config`: tfod's QAT RetinaNet task for a QAT config, else tfod's."""
-    if getattr(task_config, "quantization", None) is not None:
+    if is_qat(task_config):
         return _qat_task_class()(task_config, logging_dir=logging_dir)
     return TfodRetinaNetTask(task_config, logging_dir=logging_dir)
 
