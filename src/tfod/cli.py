@@ -125,6 +125,31 @@ def data_demo(
     console.print(f"Wrote [bold]{escape(str(out))}[/bold]")
 
 
+@data_app.command("import-tfrecord")
+def data_import_tfrecord(
+    train: Annotated[
+        list[str], typer.Option(help="Training records: paths or globs (repeat or comma-separate).")
+    ],
+    val: Annotated[list[str], typer.Option(help="Validation records: paths or globs.")],
+    label_map: Annotated[Path, typer.Option(help="The records' label_map.pbtxt.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
+    copy: Annotated[
+        bool,
+        typer.Option(
+            help="Write new shards (problems skipped and reported, ids renumbered, image bytes "
+            "unchanged) instead of linking to the records."
+        ),
+    ] = False,
+) -> None:
+    """Import Object Detection API TFRecords as a tfod dataset, checking every Example."""
+    from tfod.data.report import print_summary
+    from tfod.odapi.records import expand, import_records
+
+    summary = import_records(expand(train, "train"), expand(val, "val"), label_map, out, copy=copy)
+    print_summary(console, summary)
+    console.print(f"Wrote [bold]{escape(str(out))}[/bold]")
+
+
 @data_app.command("stats")
 def data_stats(
     directory: Annotated[Path, typer.Argument(help="A dataset folder written by tfod.")],

@@ -105,7 +105,9 @@ def test_every_problem_is_counted_and_no_valid_image_is_lost(tmp_path: Path) -> 
         "unknown_class": 1,
         "unreadable_image": 2,
     }
-    assert set(counts) == {k.value for k in Kind}, "the corpus must cover every kind of problem"
+    # Records imported from the Object Detection API have one more kind (tests/odapi).
+    converter_kinds = {k.value for k in Kind} - {Kind.BAD_SOURCE_ID.value}
+    assert set(counts) == converter_kinds, "the corpus must cover every kind of problem"
     assert Counter(p["kind"] for p in summary["problems"]["items"]) == counts
     for item in summary["problems"]["items"]:
         if item["kind"] != "bad_class_name":  # a property of the class list, not of one file

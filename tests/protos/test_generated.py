@@ -17,6 +17,8 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     )
     generated = sorted((tmp_path / "tfod" / "protos").glob("*_pb2.py*"))
     assert [p.name for p in generated] == [
+        "pipeline_pb2.py",
+        "pipeline_pb2.pyi",
         "string_int_label_map_pb2.py",
         "string_int_label_map_pb2.pyi",
     ]

@@ -25,6 +25,7 @@ class Kind(StrEnum):
     SIZE_MISMATCH = "size_mismatch"
     EXIF_ROTATED = "exif_rotated"
     DUPLICATE_ID = "duplicate_id"
+    BAD_SOURCE_ID = "bad_source_id"
     BAD_CLASS_NAME = "bad_class_name"
     UNKNOWN_CLASS = "unknown_class"
     INVALID_BOX = "invalid_box"
@@ -46,6 +47,7 @@ _ACTIONS = {
     Kind.SIZE_MISMATCH: "boxes rescaled to the real size",
     Kind.EXIF_ROTATED: "boxes turned with the image",
     Kind.DUPLICATE_ID: "every image with that id skipped",
+    Kind.BAD_SOURCE_ID: "image given a new numeric id",
     Kind.BAD_CLASS_NAME: "control characters replaced by spaces",
     Kind.UNKNOWN_CLASS: "box dropped",
     Kind.INVALID_BOX: "box dropped",

@@ -88,7 +88,7 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
     """
     options = options or ConvertOptions()
     _check_options(options)
-    _check_out(out, src)
+    check_out(out, src)
     source = read_source(src, options.format)
     classes = _classes(source, options.classes)
     problems = list(source.problems)
@@ -97,8 +97,8 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
     class_ids = {name: i for i, name in enumerate(classes, start=1)}
     workers = options.workers or os.cpu_count() or 1
 
-    stats = {split: _SplitStats() for split in SPLITS}
-    coco = _CocoBuilder(classes)
+    stats = {split: SplitStats() for split in SPLITS}
+    coco = CocoBuilder(classes)
     fingerprint = hashlib.sha256()
     changes: Counter[str] = Counter()
     with atomic.atomic_directory(out) as tmp:
@@ -125,18 +125,32 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
             for writer in writers.values():
                 writer.close()
         if options.strict:
-            _raise_if_problems(problems, src)
-        _raise_if_empty(stats, problems, src, out)
+            raise_if_problems(problems, src)
+        raise_if_empty(stats, problems, src, out)
         label_map = format_label_map(classes)
         fingerprint.update(label_map.encode())
         (tmp / LABEL_MAP).write_text(label_map, encoding="utf-8")
         atomic.write_json(tmp / VAL_COCO_JSON, coco.document())
-        summary = _summary(
-            source, classes, options, stats, writers, problems, changes, split_note, fingerprint
+        summary = dataset_summary(
+            {"path": str(source.root.resolve()), "format": source.format},
+            classes,
+            source.original_ids,
+            {"method": split_note, "seed": options.seed, "val_fraction": options.val_fraction},
+            stats,
+            {split: [p.name for p in writer.paths] for split, writer in writers.items()},
+            problems,
+            fingerprint,
+            difficult=options.difficult,
+            changes=changes,
         )
-        atomic.write_json(tmp / DATASET_JSON, summary)
-        atomic.write_json(tmp / MARKER, {"fingerprint": summary["fingerprint"]})
+        write_metadata(tmp, summary)
     return summary
+
+
+def write_metadata(folder: Path, summary: dict[str, Any]) -> None:
+    """Write `dataset.json` and the marker that proves tfod wrote `folder`."""
+    atomic.write_json(folder / DATASET_JSON, summary)
+    atomic.write_json(folder / MARKER, {"fingerprint": summary["fingerprint"]})
 
 
 def load_summary(directory: Path) -> dict[str, Any]:
@@ -176,7 +190,7 @@ _TFOD_ENTRY = re.compile(
 )
 
 
-def _check_out(out: Path, src: Path) -> None:
+def check_out(out: Path, src: Path) -> None:
     """Refuse an `out` whose replacement could lose data: the source folder itself, a folder that
     holds it or (for a source folder) lies inside it, or a non-empty folder that is not provably a
     dataset tfod wrote. Both the paths as written and as their links resolve are compared."""
@@ -228,8 +242,8 @@ def _not_a_dataset(folder: Path) -> str | None:
     return None
 
 
-def _raise_if_empty(
-    stats: dict[str, _SplitStats], problems: list[Problem], src: Path, out: Path
+def raise_if_empty(
+    stats: dict[str, SplitStats], problems: list[Problem], src: Path, out: Path
 ) -> None:
     """A dataset without images or without boxes trains nothing: an error that writes nothing."""
     images = sum(s.images for s in stats.values())
@@ -347,7 +361,7 @@ def _shard_count(images: list[tuple[SourceImage, str]], splits: list[str], split
     return max(1, min(len(sizes), math.ceil(sum(sizes) / SHARD_BYTES)))
 
 
-def _raise_if_problems(problems: list[Problem], src: Path) -> None:
+def raise_if_problems(problems: list[Problem], src: Path) -> None:
     if not problems:
         return
     counts = Counter(p.kind.value for p in problems)
@@ -417,7 +431,7 @@ def _die_with(parent: int) -> None:
 
 
 @dataclass
-class _SplitStats:
+class SplitStats:
     images: int = 0
     boxes: int = 0
     images_without_boxes: int = 0
@@ -439,7 +453,7 @@ class _SplitStats:
         self.images_without_boxes += int(count == 0)
 
 
-class _CocoBuilder:
+class CocoBuilder:
     """The validation split's ground truth as a COCO detection JSON (image ids = source ids)."""
 
     def __init__(self, classes: list[str]) -> None:
@@ -475,43 +489,45 @@ class _CocoBuilder:
         }
 
 
-def _summary(
-    source: Source,
+def dataset_summary(
+    source: dict[str, Any],
     classes: list[str],
-    options: ConvertOptions,
-    stats: dict[str, _SplitStats],
-    writers: dict[str, ShardWriter],
+    original_ids: dict[str, int],
+    split: dict[str, Any],
+    stats: dict[str, SplitStats],
+    shards: dict[str, list[str]],
     problems: list[Problem],
-    changes: Counter[str],
-    split_note: str,
     fingerprint: Any,
+    difficult: str,
+    changes: Counter[str],
 ) -> dict[str, Any]:
+    """The content of `dataset.json` (`shards`: file names in the dataset folder, per split)."""
     splits = {}
-    for split, s in stats.items():
-        splits[split] = {
+    for name, s in stats.items():
+        splits[name] = {
             "images": s.images,
             "boxes": s.boxes,
             "images_without_boxes": s.images_without_boxes,
             "crowd_boxes": s.crowd_boxes,
-            "per_class": {name: s.per_class.get(name, 0) for name in classes},
+            "per_class": {c: s.per_class.get(c, 0) for c in classes},
             "box_sizes": {k: s.box_sizes.get(k, 0) for k in ("small", "medium", "large")},
-            "shards": [p.name for p in writers[split].paths],
+            "shards": shards[name],
         }
     return {
         "tfod_version": tfod.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": {"path": str(source.root.resolve()), "format": source.format},
+        "source": source,
         "fingerprint": "sha256:" + fingerprint.hexdigest(),
         "classes": [
             {
                 "id": i,
                 "name": n,
-                **({"original_id": source.original_ids[n]} if n in source.original_ids else {}),
+                **({"original_id": original_ids[n]} if n in original_ids else {}),
             }
             for i, n in enumerate(classes, start=1)
         ],
-        "split": {"method": split_note, "seed": options.seed, "val_fraction": options.val_fraction},
-        "difficult": options.difficult,
+        "split": split,
+        "difficult": difficult,
         "splits": splits,
         "images_changed": dict(sorted(changes.items())),
         "problems": {

@@ -1,0 +1,1 @@
+"""Coming from the TensorFlow Object Detection API: its pipeline.config and TFRecords, imported."""

@@ -1,0 +1,367 @@
+"""`tfod data import-tfrecord`: Object Detection API TFRecords -> a tfod dataset, image bytes kept.
+
+Every Example is read and checked the way `tfod data convert` checks annotations (missing keys,
+undecodable images, sizes, bad boxes, class ids not in the label map, source ids). The dataset
+folder gets `dataset.json`, `val_coco.json`, `label_map.pbtxt` and the shards under tfod's names:
+
+- by reference (default): symbolic links to the original record files, which Model Garden then
+  reads as they are. Only records that need no change can be referenced; anything a reader would
+  trip on (a bad box, an unknown class id, a non-numeric or repeated `source_id`, a label map with
+  gaps in its ids) is an error that lists the problems and points to `--copy`.
+- `--copy`: new shards in tfod's layout. Problem boxes and images are skipped and reported, class
+  ids are renumbered 1..N, source ids 1..M; each image's encoded bytes are copied unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import io
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tfod import atomic
+from tfod.console import track
+from tfod.data.annotations import Box, Kind, Problem, SourceImage
+from tfod.data.boxes import CheckedBox, check_boxes
+from tfod.data.convert import (
+    LABEL_MAP,
+    SPLITS,
+    VAL_COCO_JSON,
+    CocoBuilder,
+    SplitStats,
+    check_out,
+    dataset_summary,
+    raise_if_empty,
+    write_metadata,
+)
+from tfod.data.images import PreparedImage
+from tfod.data.labelmap import format_label_map, read_label_map
+from tfod.data.tfrecord import ShardWriter, build_example, shard_names
+from tfod.errors import TfodError
+
+FORMAT = "odapi-tfrecord"
+REQUIRED_KEYS = ("image/encoded", "image/height", "image/width")
+BOX_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
+# What TensorFlow's decode_image (Model Garden's decoder) reads; Pillow reads more.
+HARMLESS = {Kind.BOX_CLIPPED, Kind.SIZE_MISMATCH}  # what records may keep when referenced
+TF_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "gif", "BMP": "bmp"}
+
+
+@dataclass
+class _Example:
+    """One checked Example: where it came from, what it holds and whether it must be rewritten."""
+
+    record: bytes
+    where: str  # "file.record#12"
+    source_id: str
+    filename: str
+    image: PreparedImage | None
+    boxes: list[CheckedBox] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def expand(patterns: Sequence[str], what: str) -> list[Path]:
+    """The record files named by `patterns` (paths, globs or comma-separated lists), in order.
+
+    Raises:
+        TfodError: a pattern matches no file.
+    """
+    files: list[Path] = []
+    for pattern in (p.strip() for entry in patterns for p in entry.split(",")):
+        if not pattern:
+            continue
+        matches = sorted(glob.glob(str(Path(pattern).expanduser())))  # noqa: PTH207 (absolute globs)
+        if not matches:
+            raise TfodError(f"no {what} record file matches {pattern!r}")
+        files.extend(Path(m) for m in matches if Path(m) not in files)
+    if not files:
+        raise TfodError(f"no {what} records given")
+    return files
+
+
+def import_records(
+    train: Sequence[Path],
+    val: Sequence[Path],
+    label_map: Path,
+    out: Path,
+    copy: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Make the dataset folder `out` from Object Detection API records and their label map.
+
+    Returns:
+        The content of `dataset.json`.
+
+    Raises:
+        TfodError: unreadable label map or records, an output folder tfod did not write, nothing
+            usable, or (by reference) records that need a rewrite.
+    """
+    files = {"train": list(train), "val": list(val)}
+    for path in [*files["train"], *files["val"], label_map]:
+        check_out(out, path)
+    labels = read_label_map(label_map)
+    classes = list(labels.values())
+    new_ids = {name: i for i, name in enumerate(classes, start=1)}
+    by_old_id = {old: name for old, name in labels.items()}
+    problems: list[Problem] = []
+    examples: dict[str, list[_Example]] = {
+        split: list(
+            track(
+                _read(files[split], by_old_id, new_ids, problems),
+                _count(files[split]),
+                f"Checking {split} records",
+                progress,
+            )
+        )
+        for split in SPLITS
+    }
+    _check_source_ids(examples, problems)
+    gaps = list(labels) != list(range(1, len(labels) + 1))
+    if not copy:
+        _refuse_rewrites(problems, gaps, label_map)
+
+    stats = {split: SplitStats() for split in SPLITS}
+    coco = CocoBuilder(classes)
+    fingerprint = hashlib.sha256()
+    with atomic.atomic_directory(out) as tmp:
+        shards: dict[str, list[str]] = {}
+        next_id = 0
+        for split in SPLITS:
+            kept = [e for e in examples[split] if e.image is not None]
+            if copy:
+                writer = ShardWriter(tmp, split, len(files[split]))
+                try:
+                    for example in kept:
+                        next_id += 1
+                        example.source_id = str(next_id)
+                        example.record = build_example(
+                            next_id, example.filename, _image(example), example.boxes
+                        )
+                        writer.write(example.record)
+                finally:
+                    writer.close()
+                shards[split] = [p.name for p in writer.paths]
+            else:
+                shards[split] = shard_names(split, len(files[split]))
+                for name, original in zip(shards[split], files[split], strict=True):
+                    (tmp / name).symlink_to(original.resolve())
+            for example in kept:
+                fingerprint.update(len(example.record).to_bytes(8, "little") + example.record)
+                stats[split].add(_image(example), example.boxes)
+                if split == "val":
+                    coco.add(
+                        int(example.source_id), example.filename, _image(example), example.boxes
+                    )
+        raise_if_empty(stats, problems, label_map, out)
+        text = format_label_map(classes)
+        fingerprint.update(text.encode())
+        (tmp / LABEL_MAP).write_text(text, encoding="utf-8")
+        atomic.write_json(tmp / VAL_COCO_JSON, coco.document())
+        how = "copied into tfod's layout (image bytes unchanged)" if copy else "referenced"
+        summary = dataset_summary(
+            {
+                "path": str(label_map.resolve().parent),
+                "format": FORMAT,
+                "records": {s: [str(p.resolve()) for p in files[s]] for s in SPLITS},
+                "mode": "copy" if copy else "reference",
+            },
+            classes,
+            {name: old for old, name in labels.items()} if gaps else {},
+            {"method": f"the records' own train/val split, {how}", "seed": None},
+            stats,
+            shards,
+            problems,
+            fingerprint,
+            difficult="keep",
+            changes=Counter(),
+        )
+        write_metadata(tmp, summary)
+    return summary
+
+
+def _image(example: _Example) -> PreparedImage:
+    assert example.image is not None
+    return example.image
+
+
+def _count(files: Sequence[Path]) -> int:
+    import tensorflow as tf
+
+    total = 0
+    for path in files:
+        with contextlib.suppress(tf.errors.OpError):  # _read reports where it breaks
+            total += sum(1 for _ in tf.data.TFRecordDataset(str(path)))
+    return total
+
+
+def _read(
+    files: Sequence[Path],
+    by_old_id: dict[int, str],
+    new_ids: dict[str, int],
+    problems: list[Problem],
+) -> Iterator[_Example]:
+    import tensorflow as tf
+
+    for path in files:
+        index = -1
+        try:
+            for index, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+                example = _check(bytes(record), f"{path.name}#{index}", by_old_id, new_ids)
+                problems.extend(example.problems)
+                yield example
+        except tf.errors.OpError as err:
+            problems.append(
+                Problem(
+                    Kind.UNREADABLE_IMAGE,
+                    path.name,
+                    f"record {index + 1} and after cannot be read ({err.message.splitlines()[0]})",
+                )
+            )
+
+
+def _check(
+    record: bytes, where: str, by_old_id: dict[int, str], new_ids: dict[str, int]
+) -> _Example:
+    """Decode and check one serialized Example."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    try:
+        feature = tf.train.Example.FromString(record).features.feature
+    except DecodeError as err:
+        return _bad(record, where, Kind.BAD_ANNOTATION, f"not a tf.train.Example ({err})")
+    missing = [k for k in REQUIRED_KEYS if not _values(feature, k)]
+    if missing:
+        return _bad(record, where, Kind.BAD_ANNOTATION, f"missing {', '.join(missing)}")
+    source_id = _text(feature, "image/source_id")
+    filename = _text(feature, "image/filename") or where
+    example = _Example(record, where, source_id, filename, None)
+    encoded = bytes(_values(feature, "image/encoded")[0])
+    stored = (int(_values(feature, "image/width")[0]), int(_values(feature, "image/height")[0]))
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(encoded)) as picture:
+            picture.load()
+            fmt, size = picture.format or "", picture.size
+    except (OSError, ValueError, SyntaxError) as err:
+        return _bad(record, where, Kind.UNREADABLE_IMAGE, f"{filename}: {err}")
+    if fmt not in TF_FORMATS:
+        return _bad(
+            record, where, Kind.UNREADABLE_IMAGE, f"{filename}: TensorFlow cannot decode {fmt}"
+        )
+    example.image = PreparedImage(encoded, TF_FORMATS[fmt], size[0], size[1], ())
+
+    coords = [list(_values(feature, k)) for k in BOX_KEYS]
+    label_ids = list(_values(feature, "image/object/class/label"))
+    n = len(coords[0])
+    if any(len(c) != n for c in coords) or len(label_ids) != n:
+        example.problems.append(
+            Problem(
+                Kind.BAD_ANNOTATION,
+                where,
+                f"{filename}: {n} boxes but {len(label_ids)} image/object/class/label values "
+                "(Model Garden reads the class ids from there); its boxes are not used",
+            )
+        )
+        return example
+    crowd = list(_values(feature, "image/object/is_crowd")) or [0] * n
+    difficult = list(_values(feature, "image/object/difficult")) or [0] * n
+    boxes = []
+    for i in range(n):
+        boxes.append(
+            Box(
+                by_old_id.get(int(label_ids[i]), f"id {label_ids[i]}"),
+                coords[0][i],
+                coords[1][i],
+                coords[2][i],
+                coords[3][i],
+                f"box {i + 1}",
+                is_crowd=bool(crowd[i]) if i < len(crowd) else False,
+                difficult=bool(difficult[i]) if i < len(difficult) else False,
+            )
+        )
+    image = SourceImage(Path(filename), filename, where, boxes, normalized=True)
+    example.boxes, box_problems = check_boxes(image, size[0], size[1], new_ids)
+    example.problems.extend(box_problems)
+    if stored != size:
+        example.problems.append(
+            Problem(
+                Kind.SIZE_MISMATCH,
+                where,
+                f"{filename}: image/width,height say {stored[0]}x{stored[1]} but the image is "
+                f"{size[0]}x{size[1]}",
+            )
+        )
+    return example
+
+
+def _bad(record: bytes, where: str, kind: Kind, detail: str) -> _Example:
+    return _Example(record, where, "", where, None, problems=[Problem(kind, where, detail)])
+
+
+def _values(feature: Any, key: str) -> Any:
+    if key not in feature:
+        return []
+    value = feature[key]
+    kind = value.WhichOneof("kind")
+    return getattr(value, kind).value if kind else []
+
+
+def _text(feature: Any, key: str) -> str:
+    values = _values(feature, key)
+    return bytes(values[0]).decode("utf-8", "replace") if len(values) else ""
+
+
+def _check_source_ids(examples: dict[str, list[_Example]], problems: list[Problem]) -> None:
+    """COCO evaluation needs a unique numeric `image/source_id` per validation image."""
+    seen: dict[str, str] = {}
+    for example in examples["val"]:
+        if example.image is None:
+            continue
+        if not example.source_id.isdigit():
+            problems.append(
+                Problem(
+                    Kind.BAD_SOURCE_ID,
+                    example.where,
+                    f"{example.filename}: image/source_id {example.source_id!r} is not a number "
+                    "(Model Garden's evaluation parses it as one)",
+                )
+            )
+        elif example.source_id in seen:
+            problems.append(
+                Problem(
+                    Kind.BAD_SOURCE_ID,
+                    example.where,
+                    f"{example.filename}: image/source_id {example.source_id} is also used by "
+                    f"{seen[example.source_id]}",
+                )
+            )
+        else:
+            seen[example.source_id] = example.where
+
+
+def _refuse_rewrites(problems: list[Problem], gaps: bool, label_map: Path) -> None:
+    """By reference, Model Garden reads the records as they are: nothing may need changing (a box
+    a little outside the image is clipped by Model Garden too; a wrong stored size only changes
+    Model Garden's own area field, which tfod's evaluation does not use)."""
+    blocking = [p for p in problems if p.kind not in HARMLESS]
+    reasons = [f"  {p.kind.value}: {p.file}: {p.detail}" for p in blocking[:10]]
+    if len(blocking) > 10:
+        reasons.append(f"  ... and {len(blocking) - 10} more")
+    if gaps:
+        reasons.insert(
+            0, f"  the label map's ids are not 1..N ({label_map}): they must be renumbered"
+        )
+    if reasons:
+        raise TfodError(
+            "these records cannot be used as they are:\n"
+            + "\n".join(reasons)
+            + "\nRe-run with --copy: tfod writes new shards that skip or fix each of these (every "
+            "one reported in dataset.json), with the images' bytes unchanged."
+        )
