@@ -542,6 +542,50 @@ def predict(
         raise TfodError("nothing was predicted: no input could be read")
 
 
+import_app = typer.Typer(
+    help="Bring an Object Detection API setup along (pipeline.config, TFRecords).",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("pipeline")
+def import_pipeline(
+    pipeline: Annotated[Path, typer.Argument(help="The Object Detection API pipeline.config.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The tfod.yaml to write.")] = Path(
+        "tfod.yaml"
+    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset folder for the imported records (default: data/NAME)."),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Use this preset instead of the nearest one.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Run name (default: the config's file name).")
+    ] = None,
+    copy: Annotated[
+        bool, typer.Option(help="Copy the records (see `tfod data import-tfrecord --copy`).")
+    ] = False,
+    paths_from: Annotated[
+        Path | None,
+        typer.Option(help="Folder the file's relative paths are read from (default: its own)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing tfod.yaml.")] = False,
+) -> None:
+    """Map a pipeline.config onto a tfod.yaml, field by field, and import its TFRecords."""
+    from tfod.odapi.pipeline import import_pipeline as run_import
+    from tfod.odapi.report import print_import
+
+    result = run_import(
+        pipeline, out, data_dir=data, preset=preset, name=name, copy=copy,
+        paths_from=paths_from, force=force,
+    )  # fmt: skip
+    print_import(console, result)
+    console.print(f"Wrote [bold]{escape(str(out))}[/bold]")
+
+
 zoo_app = typer.Typer(help="Published COCO detectors to start from.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 

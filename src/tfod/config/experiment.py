@@ -150,7 +150,7 @@ def experiment_name(preset: Preset, qat: bool) -> str:
 def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str, Any]:
     data = config.data.dir
     augment = set(config.train.augment)
-    model = _merge(
+    model = merge(
         preset.model,
         {
             "num_classes": plan.num_classes + 1,  # Model Garden counts the background class
@@ -168,7 +168,7 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
             # Model Garden's QAT experiment turns it on; a QAT run must match its float parent.
             "use_keras_upsampling_2d": False,
         }
-        model = _merge(model, {"backbone": {"spinenet_mobile": levels}})
+        model = merge(model, {"backbone": {"spinenet_mobile": levels}})
     return {
         "runtime": {"mixed_precision_dtype": "float32"},
         "task": {
@@ -230,11 +230,12 @@ def _modules(init_modules: str) -> str | list[str]:
     return "all" if init_modules == "all" else init_modules.split("+")
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` merged in, nested dictionaries key by key (neither is changed)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out

@@ -11,6 +11,7 @@ from tfod.config.experiment import linear_rule
 from tfod.config.presets import PRESETS, SMOKE_SUFFIX, get_preset
 from tfod.config.schema import parse_config
 from tfod.errors import TfodError
+from tfod.zoo.catalog import ZooEntry
 
 TEMPLATE = """\
 # tfod.yaml: what to train. Everything not written here comes from the preset.
@@ -62,6 +63,18 @@ RECIPE = f"""\
 """
 
 
+def init_modules_for(entry: ZooEntry, classes: int) -> tuple[str, str]:
+    """What to restore from the zoo checkpoint `entry` for a dataset of `classes` classes, and why."""
+    if entry.restores == "backbone":
+        return "backbone", "the checkpoint has only a backbone"
+    if classes == COCO_CLASSES:
+        return "all", "your classes are as many as COCO's: the head is restored too"
+    return (
+        "backbone+decoder",
+        f"a new classification head for your {classes} classes (COCO's has {COCO_CLASSES})",
+    )
+
+
 def write_template(
     out: Path,
     data: Path,
@@ -93,16 +106,7 @@ def write_template(
 
         entry = get_entry(pretrained)
         preset = entry.preset
-        classes = len(load_summary(data).get("classes", []))
-        if entry.restores == "backbone":
-            modules, why = "backbone", "the checkpoint has only a backbone"
-        elif classes == COCO_CLASSES:
-            modules, why = "all", "your classes are as many as COCO's: the head is restored too"
-        else:
-            modules, why = (
-                "backbone+decoder",
-                f"a new classification head for your {classes} classes (COCO's has {COCO_CLASSES})",
-            )
+        modules, why = init_modules_for(entry, len(load_summary(data).get("classes", [])))
         fields.update(
             init_checkpoint=f"zoo:{entry.name}",
             init_comment=f"  # COCO AP {entry.coco_ap}; downloaded once into the cache",
