@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.odapi.api_records import write_api_dataset
 from tfod.cli import app
+from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.schema import load_config
 from tfod.data.demo import write_scenes
 from tfod.errors import TfodError
@@ -255,7 +256,17 @@ def test_config_becomes_the_expected_yaml_and_table(name: str, tmp_path: Path) -
     assert written["data"] == {"dir": f"data/{name}"}
     for section, values in expected_yaml.items():
         assert written.get(section, {}) == values, section
-    load_config(tmp_path / "tfod.yaml")  # valid for tfod
+    config = load_config(tmp_path / "tfod.yaml")  # valid for tfod, and for Model Garden:
+    summary = {"classes": [{"id": 1, "name": "a"}], "splits": {"train": {"images": 10}}}
+    experiment = build_experiment(config, make_plan(config, summary))
+    if "overrides" in expected_yaml and "trainer" in expected_yaml["overrides"]:
+        optimizer = expected_yaml["overrides"]["trainer"]["optimizer_config"]
+        for part in ("optimizer", "learning_rate"):
+            if part in optimizer:
+                assert (
+                    getattr(experiment.trainer.optimizer_config, part).type
+                    == optimizer[part]["type"]
+                )
     statuses = {row.field: row.status for row in result.rows}
     for field, status in expected_rows.items():
         assert statuses.get(field) == status, (field, statuses.get(field))
