@@ -233,17 +233,21 @@ def config_validate(
     from tfod.config.experiment import build_experiment, make_plan
     from tfod.config.schema import load_config
     from tfod.data.convert import load_summary
+    from tfod.train.cluster import read_tf_config, resolve
+    from tfod.train.trainer import gpu_count
 
     cfg = load_config(config)
     summary = load_summary(cfg.data.dir)
     plan = make_plan(cfg, summary, batch_size=batch_size, steps=steps)
-    findings = run_checks(cfg, plan, summary, build_experiment(cfg, plan))
+    placement = resolve(cfg.train.strategy, gpu_count(), read_tf_config())
+    findings = run_checks(cfg, plan, summary, build_experiment(cfg, plan), placement)
     table = Table(title=f"Plan for {cfg.name}")
     table.add_column("setting")
     table.add_column("value", justify="right")
     for key, value in plan.as_dict().items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
+    console.print(f"Strategy: {placement.describe(plan.batch_size)}")
     raise_on_errors(findings, console)
     console.print("[green]All pre-flight checks passed.[/green]")
 

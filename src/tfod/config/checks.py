@@ -17,6 +17,7 @@ from tfod.config.experiment import BN_MIN_RUN_FRACTION, Plan
 from tfod.config.schema import TfodConfig
 from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
 from tfod.errors import TfodError
+from tfod.train.cluster import Placement
 
 LR_TOO_HIGH, LR_TOO_LOW = 4.0, 0.25  # factors of the linear-scaling rule
 SMALL_BN_BATCH = 8  # per replica; below it batch-norm statistics are noisy
@@ -30,9 +31,14 @@ class Finding:
 
 
 def run_checks(
-    config: TfodConfig, plan: Plan, summary: dict[str, Any], experiment: Any, replicas: int = 1
+    config: TfodConfig,
+    plan: Plan,
+    summary: dict[str, Any],
+    experiment: Any,
+    placement: Placement | None = None,
 ) -> list[Finding]:
-    """All pre-flight findings for this config, plan, dataset summary and resolved experiment."""
+    """All pre-flight findings for this config, plan, dataset summary and resolved experiment,
+    trained where `placement` says (default: one device)."""
     findings: list[Finding] = []
 
     def error(field: str, message: str) -> None:
@@ -51,10 +57,24 @@ def run_checks(
             f"batch {plan.batch_size} is larger than the {plan.train_images} training images; "
             f"use at most {plan.train_images} (or add images)",
         )
+    placement = placement or Placement("one_device", 0)
+    replicas = placement.replicas
+    if plan.batch_size % replicas:
+        lower = plan.batch_size // replicas * replicas
+        error(
+            "train.batch_size",
+            f"the global batch {plan.batch_size} does not divide among {replicas} replicas "
+            f"({placement.strategy}); use a multiple of {replicas}, e.g. "
+            f"{max(replicas, lower)} or {lower + replicas}",
+        )
     ratio = plan.learning_rate / plan.linear_rule_learning_rate
+    spread = (
+        f", {plan.batch_size // replicas} on each of {replicas} replicas" if replicas > 1 else ""
+    )
     rule = (
-        f"the linear-scaling rule gives {plan.linear_rule_learning_rate:.4g} for batch {plan.batch_size} "
-        f"(the preset's rate scaled by batch/reference batch); `learning_rate: auto` uses it"
+        f"the linear-scaling rule gives {plan.linear_rule_learning_rate:.4g} for the global batch "
+        f"{plan.batch_size}{spread} (the preset's rate scaled by global batch/reference batch); "
+        "`learning_rate: auto` uses it"
     )
     if ratio > LR_TOO_HIGH:
         error(
@@ -80,6 +100,13 @@ def run_checks(
             f"(measured: momentum 0.99 for 300 steps scored AP 0.0 while the loss fell; 0.9 scored 0.59). "
             f"Use `norm_momentum: auto`, a momentum <= {max(0.0, 1 - BN_MIN_RUN_FRACTION / plan.steps):.3f}, "
             f"or at least {needed} steps",
+        )
+    if config.train.precision != "float32" and placement.gpus == 0:
+        warning(
+            "train.precision",
+            f"{config.train.precision} is a GPU (float16) / TPU (bfloat16) setting: this host has no "
+            "GPU, where TensorFlow runs it but emulates the half-precision maths (slower than "
+            "float32; `nox -s bench -- distribute` measures it)",
         )
     per_replica = plan.batch_size // max(1, replicas)
     if per_replica < SMALL_BN_BATCH and not model.norm_activation.use_sync_bn:

@@ -21,6 +21,8 @@ BN_AUTO_RUN_FRACTION = 30
 BN_MIN_RUN_FRACTION = 10
 BN_MOMENTUM_RANGE = (0.9, 0.99)
 MAX_STEPS_PER_LOOP = 10
+PRECISION_DTYPES = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
+"""train.precision -> Model Garden's runtime.mixed_precision_dtype (float16 with loss scaling)."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,10 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
         }
         model = merge(model, {"backbone": {"spinenet_mobile": levels}})
     return {
-        "runtime": {"mixed_precision_dtype": "float32"},
+        "runtime": {
+            "mixed_precision_dtype": PRECISION_DTYPES[config.train.precision],
+            "loss_scale": "dynamic" if config.train.precision == "mixed_float16" else None,
+        },
         "task": {
             "init_checkpoint": config.model.init_checkpoint or "",
             "init_checkpoint_modules": _modules(config.model.init_modules),
@@ -205,6 +210,8 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
             "summary_interval": plan.steps_per_loop,
             "checkpoint_interval": plan.checkpoint_every,
             "max_to_keep": 5,
+            # Its SIGTERM watcher saves and keeps training; tfod stops every worker cleanly instead.
+            "preemption_on_demand_checkpoint": False,
             "optimizer_config": {
                 "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
                 "learning_rate": {

@@ -73,6 +73,14 @@ class TrainSection(_Section):
     checkpoint_every: int | None = Field(default=None, gt=0)
     early_stop: EarlyStop | None = Field(default=None, description="stop when the metric plateaus")
     seed: int = 0
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = Field(
+        default="auto",
+        description="auto: multi_worker when TF_CONFIG names a cluster, mirrored with several "
+        "GPUs, else one_device; batch_size stays the global batch",
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        default="float32", description="mixed precision: a GPU (float16) or TPU (bfloat16) setting"
+    )
 
 
 class EvalSection(_Section):

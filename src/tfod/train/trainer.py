@@ -9,6 +9,7 @@ evaluation beside training (inline, or by a separate `tfod eval --watch`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -40,6 +41,7 @@ from tfod.runs.rundir import (
 )
 from tfod.train import batch_size as batch_size_search
 from tfod.train import qat
+from tfod.train.cluster import Placement, make_strategy, read_tf_config, resolve
 
 
 class StopRequested(Exception):
@@ -95,9 +97,84 @@ def train(
             process is training it, or the disk filled up.
     """
     summary = load_summary(config.data.dir)
+    placement = resolve(config.train.strategy, gpu_count(), read_tf_config())
+    if placement.cluster is not None and batch_size is None and config.train.batch_size == "auto":
+        raise TfodError(
+            "auto searches on one host before training starts, not across a cluster: run `tfod "
+            "batch-size` on one worker's hardware, then set the global batch (that per-replica "
+            f"batch x {placement.replicas} replicas)",
+            "train.batch_size",
+        )
+    # A multi-worker strategy must exist before TensorFlow runs anything else in this process.
+    strategy = make_strategy(placement) if placement.cluster is not None else None
+    job = _Job(placement, strategy)
     run = RunDir(runs_dir / (run_name or config.name))
+    if not placement.is_chief:
+        return _train_worker(config, summary, run, steps, batch_size, job)
     with run.lock():
-        return _train_locked(config, summary, run, steps, batch_size, inline_eval, progress)
+        result = _train_locked(config, summary, run, steps, batch_size, inline_eval, progress, job)
+    if job.strategy is not None:
+        _any_worker(
+            job.strategy, False
+        )  # the workers wait for the chief's last writes, then all exit
+    return result
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Where this process trains: the resolved placement and, in a cluster, its strategy."""
+
+    placement: Placement
+    strategy: Any = None
+
+
+def _train_worker(
+    config: TfodConfig,
+    summary: dict[str, Any],
+    chief_run: RunDir,
+    steps: int | None,
+    batch_size: int | None,
+    job: _Job,
+) -> TrainResult:
+    """A non-chief worker: the same steps as the chief, in a private temporary folder.
+
+    It starts from the chief's latest checkpoint (read from the shared run folder) and writes
+    nothing there; Model Garden keeps its checkpoints in a temporary folder too.
+    """
+    import tempfile
+
+    assert job.placement.cluster is not None
+    name = job.placement.cluster.name
+    plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
+    experiment = build_experiment(config, plan)
+    checkpoints = chief_run.checkpoints() if chief_run.exists() else {}
+    resume = checkpoints[max(checkpoints)] if checkpoints else None
+    console.print(
+        f"{name}: {job.placement.describe(plan.batch_size)}; the chief writes {chief_run.path}"
+        + (f"; starting from its checkpoint {resume.name}" if resume else "")
+    )
+    with tempfile.TemporaryDirectory(prefix=f"tfod-{name.replace(' ', '')}-") as tmp:
+        run = RunDir(Path(tmp) / chief_run.name)
+        run.path.mkdir()
+        if resume is not None:
+            _copy_checkpoint(resume, run.path)
+        if config.qat:
+            qat.attach_parent(run, config, experiment)
+        status = FINISHED
+        try:
+            with native_output_to(run.path / "train.log"), _stop_signals() as stop:
+                step, _ = _run(config, plan, experiment, run, stop, False, False, job)
+        except StopRequested:
+            status, step = "stopped", int(run.read().get("step", 0))
+            console.print(f"{name}: stopped at step {step} with the chief")
+        except EarlyStopped:
+            status, step = FINISHED, int(run.read().get("step", 0))
+        except Exception as err:
+            if _peer_lost(err):
+                raise _peer_lost_error(chief_run, err) from None
+            raise
+    _any_worker(job.strategy, False)  # wait for the chief to finish writing the run
+    return TrainResult(chief_run, status, step, None)
 
 
 def _train_locked(
@@ -108,6 +185,7 @@ def _train_locked(
     batch_size: int | None,
     inline_eval: bool,
     progress: bool,
+    job: _Job,
 ) -> TrainResult:
     batch_search = None
     if batch_size is None:  # a resumed run keeps the batch it found or fell back to
@@ -121,7 +199,13 @@ def _train_locked(
         batch_size = batch_search.batch
     plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
     experiment = build_experiment(config, plan)
-    raise_on_errors(run_checks(config, plan, summary, experiment, _replicas()), console)
+    raise_on_errors(run_checks(config, plan, summary, experiment, job.placement), console)
+    if inline_eval and job.placement.cluster is not None:
+        inline_eval = False
+        console.print(
+            "Evaluation: not inline in a cluster (the chief alone would stall the others); the "
+            "evaluator service (`tfod eval --watch`) scores each checkpoint"
+        )
     _claim(run, config, plan)
     qat_state = None
     if config.qat:
@@ -150,12 +234,20 @@ def _train_locked(
         eval_metric=config.eval.metric,
         evaluator="inline" if inline_eval else "external",
         process={"host": socket.gethostname(), "pid": os.getpid()},
+        placement={
+            "strategy": job.placement.strategy,
+            "workers": job.placement.workers,
+            "replicas": job.placement.replicas,
+            "per_replica_batch": plan.batch_size // job.placement.replicas,
+            "precision": config.train.precision,
+        },
         **({"batch_search": batch_search.as_dict()} if batch_search else {}),
     )
     console.print(
         f"Run [bold]{run.path}[/bold]: {plan.preset}, batch {plan.batch_size}, {plan.steps} steps, "
         f"lr {plan.learning_rate:.4g}, BN momentum {plan.norm_momentum}; log in {run.path / 'train.log'}"
     )
+    console.print(f"Strategy: {job.placement.describe(plan.batch_size)}")
     if qat_state:
         origin = qat_state["checkpoint"]
         console.print(
@@ -170,7 +262,7 @@ def _train_locked(
             try:
                 with native_output_to(run.path / "train.log"), _stop_signals() as stop:
                     step, last_eval = _run(
-                        config, plan, experiment, run, stop, inline_eval, progress
+                        config, plan, experiment, run, stop, inline_eval, progress, job
                     )
                 break
             except Exception as err:
@@ -180,6 +272,8 @@ def _train_locked(
                         "space and run the same command to resume from the last checkpoint",
                         run.path,
                     ) from None
+                if job.placement.cluster is not None and _peer_lost(err):
+                    raise _peer_lost_error(run, err) from None
                 if not batch_size_search.is_oom(err):
                     raise
                 plan, experiment = _recover_from_oom(config, plan, run)
@@ -222,11 +316,11 @@ def _plot(run: RunDir) -> None:
     console.print(f"Plots: {run.path / 'plots'} ({', '.join(p.name for p in written)})")
 
 
-def _replicas() -> int:
+def gpu_count() -> int:
     import tensorflow as tf
 
     with native_output_to(Path(os.devnull)):  # CUDA probing prints errors on hosts without a GPU
-        return max(1, len(tf.config.list_physical_devices("GPU")))
+        return len(tf.config.list_physical_devices("GPU"))
 
 
 OOM_FLOOR = 2  # below this a detector's batch-norm statistics are noise (batch 1: "mAP 0")
@@ -372,26 +466,23 @@ def _run(
     stop: dict[str, bool],
     inline_eval: bool,
     progress: bool,
+    job: _Job,
 ) -> tuple[int, dict[str, Any] | None]:
-    import tensorflow as tf
     import tf_keras
-    from official.common import distribute_utils
-    from official.core import train_lib
+    from official.modeling import performance
 
     from tfod.train.task import make_task
 
     tf_keras.utils.set_random_seed(config.train.seed)
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus and plan.batch_size % len(gpus):
+    placement = job.placement
+    if plan.batch_size % placement.replicas:  # the pre-flight check, again after an OOM halving
         raise TfodError(
-            f"batch size {plan.batch_size} must be a multiple of the {len(gpus)} GPUs",
+            f"batch size {plan.batch_size} must be a multiple of the {placement.replicas} replicas",
             "train.batch_size",
         )
-    experiment.runtime.distribution_strategy = "mirrored" if len(gpus) > 1 else "one_device"
-    experiment.runtime.num_gpus = len(gpus)
-    strategy = distribute_utils.get_distribution_strategy(
-        distribution_strategy=experiment.runtime.distribution_strategy, num_gpus=len(gpus)
-    )
+    strategy = job.strategy or make_strategy(placement)
+    experiment.runtime.num_gpus = placement.gpus
+    performance.set_mixed_precision_policy(experiment.runtime.mixed_precision_dtype)
     with strategy.scope():
         task = make_task(experiment.task, logging_dir=str(run.path))
 
@@ -412,19 +503,24 @@ def _run(
         # Checkpoints at every evaluation point, whoever evaluates them (inline or `tfod eval
         # --watch` beside the trainer).
         at_eval = step % plan.eval_every == 0 or step >= plan.steps
-        if at_eval or stop["requested"]:
+        stopping = stop["requested"]  # read once: a signal may arrive while the loop ends
+        if placement.cluster is not None:  # every worker must stop at the same step
+            stopping = _any_worker(strategy, stopping)
+        if at_eval or stopping:
             manager.save(checkpoint_number=step, check_interval=False)
         if at_eval and inline_eval:
             last_eval = _evaluate_inline(holder, run, experiment, task, step, bar)
         rule = config.train.early_stop
         reason = plateau_reason(run.metrics(), rule) if rule is not None else None
+        if placement.cluster is not None and _any_worker(strategy, reason is not None):
+            reason = reason or "the chief's evaluation metric stopped improving"
         if reason is not None:
             manager.save(checkpoint_number=step, check_interval=False)
             raise EarlyStopped(reason)
-        if stop["requested"]:
+        if stopping:
             raise StopRequested
 
-    runner = train_lib.OrbitExperimentRunner(
+    runner = _runner_class()(
         distribution_strategy=strategy,
         task=task,
         mode="train",
@@ -453,6 +549,81 @@ def _run(
         bar.start(start)
         runner.run()
     return global_step(), last_eval
+
+
+def _peer_lost(err: BaseException) -> bool:
+    """A collective failed because another worker died or stopped answering."""
+    names = ("UnavailableError", "DeadlineExceededError", "AbortedError", "CancelledError")
+    return type(err).__name__ in names or "Collective ops is aborted" in str(err)
+
+
+def _peer_lost_error(run: RunDir, err: BaseException) -> TfodError:
+    checkpoints = run.checkpoints() if run.exists() else {}
+    resume = f"step {max(checkpoints)}" if checkpoints else "the start"
+    first = str(getattr(err, "message", err)).strip().splitlines()
+    return TfodError(
+        "a worker of the cluster stopped (died, was killed or lost the network), so every worker "
+        f"stops: synchronous training needs them all. Start the same command on every worker "
+        f"again to resume from the last checkpoint ({resume}). TensorFlow said: "
+        f"{first[0][:300] if first else type(err).__name__}",
+        run.path,
+    )
+
+
+def _copy_checkpoint(prefix: Path, folder: Path) -> None:
+    """The chief's checkpoint `prefix` as `folder`'s latest, for a worker to start from."""
+    import shutil
+
+    for part in prefix.parent.glob(prefix.name + ".*"):
+        shutil.copy2(part, folder / part.name)
+    state = f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
+    (folder / "checkpoint").write_text(state, encoding="utf-8")  # a CheckpointState text proto
+
+
+def _runner_class() -> Any:
+    from official.core import train_lib
+
+    class Runner(train_lib.OrbitExperimentRunner):  # type: ignore[misc]
+        """Model Garden's runner, but a non-chief worker keeps its checkpoints in its own folder,
+        which holds the chief's latest checkpoint, instead of a new empty temporary one: every
+        worker then restores the same weights at the same point (restoring creates variables,
+        and their creation must line up across workers)."""
+
+        def _maybe_build_checkpoint_manager(self) -> Any:
+            import tensorflow as tf
+
+            if self.strategy is None or self.strategy.extended.should_checkpoint:
+                return super()._maybe_build_checkpoint_manager()
+            return tf.train.CheckpointManager(
+                self.trainer.checkpoint,
+                directory=self.model_dir,
+                max_to_keep=1,
+                step_counter=self.trainer.global_step,
+                checkpoint_interval=self.params.trainer.checkpoint_interval,
+                init_fn=self.trainer.initialize,
+            )
+
+    return Runner
+
+
+def _any_worker(strategy: Any, flag: bool) -> bool:
+    """True on every worker when `flag` is true on any of them (a cross-worker all-reduce, so
+    every worker must call it at the same point)."""
+    import tensorflow as tf
+
+    return bool(_sum_over_workers(strategy)(tf.constant(float(flag))).numpy() > 0)
+
+
+@functools.cache
+def _sum_over_workers(strategy: Any) -> Any:
+    import tensorflow as tf
+
+    @tf.function  # type: ignore[untyped-decorator]
+    def total(value: Any) -> Any:
+        per_replica = strategy.run(tf.identity, args=(value,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return total
 
 
 def _evaluate_inline(

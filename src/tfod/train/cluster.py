@@ -1,0 +1,189 @@
+"""Where a run trains: one device, every GPU of a host, or a cluster of hosts named by TF_CONFIG.
+
+TensorFlow's own strategies do the work, as Model Garden's `distribute_utils` builds them:
+`OneDeviceStrategy`, `MirroredStrategy` (all GPUs of a host) and `MultiWorkerMirroredStrategy`
+(synchronous all-reduce across hosts, configured by the `TF_CONFIG` environment variable). This
+module reads and checks `TF_CONFIG` and resolves `train.strategy` into a `Placement`; the trainer
+builds the strategy from it.
+
+One writer: in a cluster the chief (the `chief` task, or worker 0 when there is none) writes the
+run folder; every other worker trains in a private temporary folder and writes nothing there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from tfod.errors import TfodError
+
+STRATEGIES = ("one_device", "mirrored", "multi_worker")
+TASK_TYPES = ("chief", "worker")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A checked TF_CONFIG: every task's address in rank order, and which one this process is."""
+
+    addresses: tuple[str, ...]  # the chief first (if any), then the workers
+    task_type: str
+    task_index: int
+    has_chief: bool
+
+    @property
+    def rank(self) -> int:
+        """This task's position in `addresses`."""
+        if self.task_type == "chief":
+            return 0
+        return self.task_index + int(self.has_chief)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.task_type} {self.task_index}"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """`train.strategy` resolved on this host: the strategy, its replicas and this task's role."""
+
+    strategy: str
+    gpus: int  # on this host
+    cluster: Cluster | None = None
+
+    @property
+    def workers(self) -> int:
+        return len(self.cluster.addresses) if self.cluster else 1
+
+    @property
+    def replicas(self) -> int:
+        per_host = max(1, self.gpus) if self.strategy != "one_device" else 1
+        return per_host * self.workers
+
+    @property
+    def is_chief(self) -> bool:
+        return self.cluster is None or self.cluster.is_chief
+
+    def describe(self, batch: int) -> str:
+        where = f"{self.workers} workers" if self.cluster else "this host"
+        devices = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
+        return (
+            f"{self.strategy} on {where} ({devices} each): {self.replicas} replica(s), "
+            f"{batch // self.replicas} images per replica (global batch {batch})"
+        )
+
+
+def read_tf_config(environ: dict[str, str] | None = None) -> Cluster | None:
+    """The cluster TF_CONFIG names (None: not set), checked.
+
+    Raises:
+        TfodError: not JSON, no `cluster` or `task`, addresses that are not host:port, a task
+            that is not in the cluster, or task types tfod does not run (`ps`, `evaluator`).
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise TfodError(f"is not JSON ({err}): {raw[:200]}", "TF_CONFIG") from None
+    if not isinstance(data, dict):
+        raise TfodError("must be a JSON object with `cluster` and `task`", "TF_CONFIG")
+    cluster, task = data.get("cluster"), data.get("task")
+    example = (
+        '{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", '
+        '"index": 0}}'
+    )
+    if not isinstance(cluster, dict) or not cluster:
+        raise TfodError(f"has no `cluster` of task addresses; e.g. {example}", "TF_CONFIG")
+    if not isinstance(task, dict):
+        raise TfodError(
+            f"has no `task` saying which task this process is; e.g. {example}", "TF_CONFIG"
+        )
+    others = sorted(set(cluster) - set(TASK_TYPES))
+    if others:
+        raise TfodError(
+            f"names task type(s) {', '.join(others)}: tfod trains with synchronous workers "
+            "(`chief` and `worker`); its evaluator runs as its own service (`tfod eval --watch`)",
+            "TF_CONFIG",
+        )
+    addresses: list[str] = []
+    for task_type in TASK_TYPES:
+        entries = cluster.get(task_type, [])
+        if not isinstance(entries, list) or not all(_is_address(a) for a in entries):
+            raise TfodError(
+                f'cluster.{task_type} must be a list of "host:port" strings', "TF_CONFIG"
+            )
+        addresses += entries
+    if len(cluster.get("chief", [])) > 1:
+        raise TfodError("cluster.chief must have one address at most", "TF_CONFIG")
+    duplicated = sorted({a for a in addresses if addresses.count(a) > 1})
+    if duplicated:
+        raise TfodError(f"address(es) used twice: {', '.join(duplicated)}", "TF_CONFIG")
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise TfodError(
+            f"task {kind!r} {index!r} is not in the cluster ({_count(cluster)}): this process "
+            "must be one of its tasks",
+            "TF_CONFIG",
+        )
+    return Cluster(tuple(addresses), str(kind), int(index), bool(cluster.get("chief")))
+
+
+def _is_address(value: Any) -> bool:
+    if not isinstance(value, str) or ":" not in value:
+        return False
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit()
+
+
+def _count(cluster: dict[str, Any]) -> str:
+    return ", ".join(f"{len(v)} {k}" for k, v in cluster.items())
+
+
+def resolve(requested: str, gpus: int, cluster: Cluster | None) -> Placement:
+    """`train.strategy` (`auto` or one of STRATEGIES) on a host with `gpus` GPUs.
+
+    `auto`: multi_worker when TF_CONFIG names a cluster, mirrored with more than one GPU, else
+    one_device.
+
+    Raises:
+        TfodError: multi_worker without TF_CONFIG, or TF_CONFIG with a single-host strategy
+            (the other workers would wait for this one forever).
+    """
+    if requested == "auto":
+        requested = "multi_worker" if cluster else "mirrored" if gpus > 1 else "one_device"
+    if requested not in STRATEGIES:
+        raise TfodError(f"unknown strategy {requested!r}", "train.strategy")
+    if requested == "multi_worker" and cluster is None:
+        raise TfodError(
+            "multi_worker needs TF_CONFIG naming the cluster and this task, e.g. "
+            '{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", '
+            '"index": 0}} (the compose overlay and the Kubernetes JobSet set it)',
+            "train.strategy",
+        )
+    if requested != "multi_worker" and cluster is not None:
+        raise TfodError(
+            f"{requested} trains on this host alone, but TF_CONFIG names a cluster "
+            f"({len(cluster.addresses)} tasks) whose other workers would wait for it: use "
+            "`strategy: multi_worker` (or auto), or unset TF_CONFIG",
+            "train.strategy",
+        )
+    return Placement(requested, gpus, cluster if requested == "multi_worker" else None)
+
+
+def make_strategy(placement: Placement) -> Any:
+    """The tf.distribute strategy, built by Model Garden's `distribute_utils`.
+
+    A multi-worker strategy must be made before TensorFlow runs anything else in the process.
+    """
+    from official.common import distribute_utils
+
+    name = {"multi_worker": "multi_worker_mirrored"}.get(placement.strategy, placement.strategy)
+    gpus = min(placement.gpus, 1) if placement.strategy == "one_device" else placement.gpus
+    return distribute_utils.get_distribution_strategy(distribution_strategy=name, num_gpus=gpus)

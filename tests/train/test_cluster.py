@@ -1,0 +1,115 @@
+"""TF_CONFIG and `train.strategy`: every malformed cluster and every mismatch is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import smoke_config
+from tfod.config.checks import run_checks
+from tfod.config.experiment import build_experiment, make_plan
+from tfod.data.convert import load_summary
+from tfod.errors import TfodError
+from tfod.train.cluster import Cluster, Placement, read_tf_config, resolve
+
+TWO = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
+
+
+def _read(value: Any) -> Cluster | None:
+    raw = value if isinstance(value, str) else json.dumps(value)
+    return read_tf_config({"TF_CONFIG": raw})
+
+
+def test_a_cluster_is_read_in_rank_order() -> None:
+    cluster = _read(
+        {"cluster": {"worker": ["w0:2222", "w1:2222"], "chief": ["c:2222"]},
+         "task": {"type": "worker", "index": 1}}
+    )  # fmt: skip
+    assert cluster is not None
+    assert cluster.addresses == ("c:2222", "w0:2222", "w1:2222")
+    assert (cluster.rank, cluster.is_chief) == (2, False)
+    assert _read({**TWO, "task": {"type": "worker", "index": 0}}).is_chief  # type: ignore[union-attr]
+    assert read_tf_config({}) is None
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "expected"),
+    [
+        ("{not json", "is not JSON"),
+        ([1, 2], "must be a JSON object"),
+        ({"task": {"type": "worker", "index": 0}}, "has no `cluster`"),
+        ({"cluster": {"worker": ["a:1"]}}, "has no `task`"),
+        ({**TWO, "cluster": {"worker": ["a:1"], "ps": ["p:1"]}}, "ps"),
+        ({**TWO, "cluster": {"worker": ["a:1"], "evaluator": ["e:1"]}}, "tfod eval --watch"),
+        ({**TWO, "cluster": {"worker": ["a", "b:1"]}}, '"host:port"'),
+        ({**TWO, "cluster": {"worker": ["a:1", "a:1"]}}, "used twice"),
+        ({**TWO, "cluster": {"worker": ["a:1"], "chief": ["c:1", "d:1"]}}, "one address"),
+        ({**TWO, "task": {"type": "worker", "index": 2}}, "not in the cluster"),
+        ({**TWO, "task": {"type": "chief", "index": 0}}, "not in the cluster"),
+    ],
+)
+def test_malformed_tf_config_is_named(tf_config: Any, expected: str) -> None:
+    with pytest.raises(TfodError, match="TF_CONFIG") as err:
+        _read(tf_config)
+    assert expected in str(err.value)
+
+
+def test_auto_strategy() -> None:
+    cluster = _read(TWO)
+    assert resolve("auto", 0, None).strategy == "one_device"
+    assert resolve("auto", 1, None).strategy == "one_device"
+    assert resolve("auto", 4, None).strategy == "mirrored"
+    multi = resolve("auto", 2, cluster)
+    assert (multi.strategy, multi.replicas, multi.workers, multi.is_chief) == (
+        "multi_worker", 4, 2, False,
+    )  # fmt: skip
+    assert resolve("auto", 0, cluster).replicas == 2  # CPU workers: one replica each
+
+
+def test_strategy_and_tf_config_must_agree() -> None:
+    with pytest.raises(TfodError, match="multi_worker needs TF_CONFIG"):
+        resolve("multi_worker", 0, None)
+    with pytest.raises(TfodError, match="would wait for it"):
+        resolve("mirrored", 2, _read(TWO))
+
+
+def test_batch_must_divide_among_replicas_and_the_rule_names_them(demo_data: Path) -> None:
+    config = smoke_config(demo_data, train={"batch_size": 7, "learning_rate": 1.0})
+    summary = load_summary(demo_data)
+    plan = make_plan(config, summary)
+    experiment = build_experiment(config, plan)
+    three = Cluster(("a:1", "b:1", "c:1"), "worker", 0, False)
+    findings = run_checks(config, plan, summary, experiment, Placement("multi_worker", 0, three))
+    messages = {f.field: f.message for f in findings if f.severity == "error"}
+    assert "does not divide among 3 replicas" in messages["train.batch_size"]
+    assert "e.g. 6 or 9" in messages["train.batch_size"]
+    assert "2 on each of 3 replicas" in messages["train.learning_rate"]
+    one = run_checks(config, plan, summary, experiment, Placement("one_device", 0))
+    assert "train.batch_size" not in {f.field for f in one if f.severity == "error"}
+
+
+def test_mixed_precision_on_cpu_is_a_warning(demo_data: Path) -> None:
+    config = smoke_config(demo_data, train={"precision": "mixed_float16"})
+    summary = load_summary(demo_data)
+    plan = make_plan(config, summary)
+    experiment = build_experiment(config, plan)
+    assert experiment.runtime.mixed_precision_dtype == "float16"
+    assert experiment.runtime.loss_scale == "dynamic"
+    findings = run_checks(config, plan, summary, experiment, Placement("one_device", 0))
+    assert [f.severity for f in findings if f.field == "train.precision"] == ["warning"]
+    on_gpu = run_checks(config, plan, summary, experiment, Placement("one_device", 1))
+    assert not [f for f in on_gpu if f.field == "train.precision"]
+
+
+def test_batch_size_auto_is_refused_in_a_cluster(
+    demo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfod.train.trainer import train
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps(TWO))
+    with pytest.raises(TfodError, match="tfod batch-size"):
+        train(smoke_config(demo_data, train={"batch_size": "auto"}), tmp_path, progress=False)
+    assert not (tmp_path / "smoke").exists()

@@ -1,0 +1,179 @@
+"""Two CPU workers on localhost (MultiWorkerMirroredStrategy): they train like one, one writes.
+
+Each test starts real `tfod train` processes with TF_CONFIG, as the compose overlay and the
+Kubernetes JobSet do. The worker runs in a mount namespace where the runs folder is read-only
+(`unshare`, as root): any write it made there would fail it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import smoke_config
+from tfod.cli import EXIT_STOPPED
+from tfod.config.schema import dump_config
+from tfod.runs.plots import loss_history
+from tfod.runs.rundir import RunDir
+
+LOSS_TOLERANCE = 0.10  # relative, per logged step: the workers read different shards of the data
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+needs_unshare = pytest.mark.skipif(
+    not _unshare_works(),
+    reason="needs root and `unshare --mount` to make the runs folder read-only for the worker",
+)
+
+
+def _ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class Cluster:
+    """A chief and a worker training CONFIG into RUNS."""
+
+    def __init__(self, config: Path, runs: Path) -> None:
+        addresses = [f"localhost:{p}" for p in _ports(2)]
+        self.procs: list[subprocess.Popen[str]] = []
+        for index in (1, 0):  # the worker first: it waits for the chief
+            tf_config = {
+                "cluster": {"worker": addresses},
+                "task": {"type": "worker", "index": index},
+            }
+            command = [sys.executable, "-m", "tfod", "train", str(config), "--runs-dir", str(runs)]
+            if index:  # the runs folder read-only for the worker, in its own mount namespace
+                script = f'mount --bind "{runs}" "{runs}" && mount -o remount,bind,ro "{runs}" && exec "$@"'
+                command = ["unshare", "--mount", "sh", "-c", script, "sh", *command]
+            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TFOD_PROGRESS_SECONDS": "0"}
+            self.procs.insert(0, subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            ))  # fmt: skip
+
+    @property
+    def chief(self) -> subprocess.Popen[str]:
+        return self.procs[0]
+
+    @property
+    def worker(self) -> subprocess.Popen[str]:
+        return self.procs[1]
+
+    def wait(self, timeout: float = 600) -> list[tuple[int, str]]:
+        """Each process's exit status and output (its lines joined: rich wraps them at 80)."""
+        return [
+            (p.wait(timeout), " ".join((p.stdout.read() if p.stdout else "").split()))
+            for p in self.procs
+        ]
+
+
+@pytest.fixture()
+def project(demo_data: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    config = tmp_path / "tfod.yaml"
+    cfg = smoke_config(
+        demo_data, name="mw", train={"batch_size": 8, "steps": 40, "learning_rate": 0.02},
+        eval={"every_steps": 5},
+    )  # fmt: skip
+    config.write_text(dump_config(cfg))
+    yield config, runs
+
+
+def _wait_for(condition: Callable[[], object], what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _step(run: RunDir) -> int:
+    try:
+        return int(run.read().get("step", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+@needs_unshare
+def test_two_workers_stop_resume_and_train_like_one(
+    project: tuple[Path, Path], demo_data: Path, tmp_path: Path
+) -> None:
+    config, runs = project
+    run = RunDir(runs / "mw")
+    first = Cluster(config, runs)
+    _wait_for(lambda: _step(run) >= 10, "step 10")
+    first.worker.send_signal(signal.SIGTERM)  # a stop asked of one worker stops them all
+    (chief_code, chief_out), (worker_code, worker_out) = first.wait()
+    assert (chief_code, worker_code) == (EXIT_STOPPED, EXIT_STOPPED), chief_out + worker_out
+    stopped = run.read()
+    assert stopped["status"] == "stopped" and stopped["step"] < 40
+    assert stopped["placement"] == {
+        "strategy": "multi_worker", "workers": 2, "replicas": 2, "per_replica_batch": 4,
+        "precision": "float32",
+    }  # fmt: skip
+
+    second = Cluster(config, runs)
+    (chief_code, chief_out), (worker_code, worker_out) = second.wait()
+    assert (chief_code, worker_code) == (0, 0), chief_out + worker_out
+    assert f"Resuming from step {stopped['step']}" in chief_out
+    assert f"starting from its checkpoint ckpt-{stopped['step']}" in worker_out
+    assert run.read()["status"] == "finished"
+    assert max(run.checkpoints()) == 40  # one set of checkpoints: the chief's
+    assert not list(runs.glob("*/worker*")) and sorted(p.name for p in runs.iterdir()) == ["mw"]
+
+    from tfod.train.trainer import train
+
+    single = train(
+        smoke_config(demo_data, name="one", train={"batch_size": 8, "steps": 40, "learning_rate": 0.02},
+                     eval={"every_steps": 5}),
+        tmp_path / "single", inline_eval=False, progress=False,
+    )  # fmt: skip
+    two, one = dict(loss_history(run)), dict(loss_history(single.run))
+    common = sorted(set(two) & set(one))  # the stop may cut one logging point
+    assert len(common) >= 6 and common[-1] == 40, (sorted(two), sorted(one))
+    for step in common:
+        assert abs(two[step] - one[step]) <= LOSS_TOLERANCE * one[step], (step, two, one)
+
+
+@needs_unshare
+def test_a_dead_worker_stops_the_chief_and_the_same_command_resumes(
+    project: tuple[Path, Path],
+) -> None:
+    config, runs = project
+    run = RunDir(runs / "mw")
+    first = Cluster(config, runs)
+    _wait_for(lambda: run.exists() and run.checkpoints(), "a checkpoint")
+    first.worker.kill()
+    (chief_code, chief_out), _ = first.wait(timeout=300)
+    assert chief_code == 1
+    assert "a worker of the cluster stopped" in chief_out and "Traceback" not in chief_out
+    assert run.read()["status"] == "failed"
+    saved = max(run.checkpoints())
+
+    second = Cluster(config, runs)
+    (chief_code, chief_out), (worker_code, _) = second.wait()
+    assert (chief_code, worker_code) == (0, 0), chief_out
+    assert f"Resuming from step {saved}" in chief_out
+    assert run.read()["status"] == "finished"
