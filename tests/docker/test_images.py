@@ -3,6 +3,7 @@ images first). Every test here needs a Docker Engine; none is skipped silently w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -233,6 +234,105 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
             capture_output=True,
             timeout=300,
         )
+
+
+LOSS_TOLERANCE = 0.10  # relative, per logged step: the two workers read different data shards
+
+
+def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
+    client: Any,
+) -> None:
+    """compose.multiworker.yaml: a chief and a worker (CPU) train the demo to the end after a
+    stop, into one run folder that the evaluator scores; the loss matches one worker's."""
+    project = f"tfodmw{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "TFOD_DEMO_STEPS": "40", "COMPOSE_PROJECT_NAME": project}
+    files = ["-f", str(ROOT / "compose.yaml"), "-f", str(ROOT / "compose.multiworker.yaml")]
+    compose = [*_compose_command(), *files]
+    runs = {f"{project}_runs": {"bind": "/runs", "mode": "ro"}}
+
+    def call(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*compose, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        assert result.returncode == 0, f"{args}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    def state() -> dict[str, Any]:
+        try:
+            return dict(json.loads(cat(client, runs, "/runs/demo/run.json")))
+        except (AssertionError, ValueError):  # not written yet
+            return {}
+
+    def wait_for(condition: Any, what: str, timeout: float = 900) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}:\n{call('logs', '--tail', '40').stdout}"
+            time.sleep(5)
+
+    def exit_codes() -> dict[str, int]:
+        return {
+            name: client.containers.get(_service(client, project, name)).attrs["State"]["ExitCode"]
+            for name in ("trainer", "worker")
+        }
+
+    services = ("prepare", "trainer", "worker", "evaluator")
+    try:
+        call("up", "-d", "--no-build", *services)
+        wait_for(lambda: state().get("step", 0) >= 10, "the cluster reaching step 10")
+        call("stop", "-t", "300", "trainer", "worker")  # SIGTERM to both: a clean, agreed stop
+        assert exit_codes() == {"trainer": 75, "worker": 75}, call("logs", "--tail", "60").stdout
+        stopped = state()
+        assert stopped["status"] == "stopped" and stopped["placement"]["replicas"] == 2
+
+        call("up", "-d", "--no-build", *services)
+        wait_for(lambda: state().get("status") == "finished", "the resumed run finishing")
+        wait_for(lambda: exit_codes() == {"trainer": 0, "worker": 0}, "both workers exiting")
+        assert f"Resuming from step {stopped['step']}" in call("logs", "trainer").stdout
+        listing = run(client, "export", ["ls", "/runs", "/runs/demo"], entrypoint="", volumes=runs)
+        assert "ckpt-40.index" in listing and listing.split("/runs/demo:")[0].split() == [
+            "/runs:", "demo",
+        ]  # fmt: skip
+
+        def scored() -> list[int]:
+            text = cat(client, runs, "/runs/demo/metrics.jsonl") if "metrics.jsonl" in run(
+                client, "export", ["ls", "/runs/demo"], entrypoint="", volumes=runs
+            ) else ""  # fmt: skip
+            return [json.loads(line)["step"] for line in text.splitlines()]
+
+        wait_for(lambda: 40 in scored(), "the evaluator scoring the last checkpoint", 600)
+
+        reference = f"{project}_reference"
+        client.volumes.create(reference)
+        both = {
+            f"{project}_data": {"bind": "/data", "mode": "ro"},
+            **runs,
+            reference: {"bind": "/ref", "mode": "rw"},
+        }
+        run(client, "train", ["demo", "--data", "/data/dataset", "--runs-dir", "/ref", "--steps", "40", "--no-eval"], volumes=both)  # fmt: skip
+        curves = json.loads(
+            run(
+                client, "export",
+                ["python", "-c", "import json; from pathlib import Path; "
+                 "from tfod.runs.plots import loss_history; from tfod.runs.rundir import RunDir; "
+                 "print(json.dumps([loss_history(RunDir(Path(p))) for p in "
+                 "('/runs/demo', '/ref/demo')]))"],
+                entrypoint="", volumes=both,
+            ).strip().splitlines()[-1]
+        )  # fmt: skip
+        two, one = (dict((int(s), v) for s, v in curve) for curve in curves)
+        common = sorted(set(two) & set(one))
+        assert len(common) >= 3 and common[-1] == 40, (two, one)
+        for step in common:
+            assert abs(two[step] - one[step]) <= LOSS_TOLERANCE * one[step], (step, two, one)
+        print(f"2 workers vs 1: loss {[round(two[s], 3) for s in common]} vs "
+              f"{[round(one[s], 3) for s in common]} at steps {common}")  # fmt: skip
+    finally:
+        subprocess.run(
+            [*compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env, capture_output=True,
+            timeout=300,
+        )  # fmt: skip
+        with contextlib.suppress(Exception):
+            client.volumes.get(f"{project}_reference").remove(force=True)
 
 
 def _service(client: Any, project: str, service: str) -> str:
