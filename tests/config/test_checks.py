@@ -62,7 +62,9 @@ def test_batch_larger_than_the_training_split(demo_data: Path) -> None:
 def test_learning_rate_far_above_the_linear_rule_is_an_error(demo_data: Path) -> None:
     finding = _only(_findings(smoke_config(demo_data, train={"learning_rate": 0.5})))
     assert finding.field == "train.learning_rate" and "diverge" in finding.message
-    assert "linear-scaling rule gives 0.005 for the global batch 4" in finding.message  # and a BN warning
+    assert (
+        "linear-scaling rule gives 0.005 for the global batch 4" in finding.message
+    )  # and a BN warning
 
 
 def test_learning_rate_far_below_the_rule_is_a_warning(demo_data: Path) -> None:
