@@ -54,12 +54,13 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks printing tables: converter 1 vs N workers; the demo's time and AP; every export
     artefact's size, AP and latency; fine-tuning from a zoo entry vs. from scratch; float vs.
-    post-training int8 vs. QAT int8.
+    post-training int8 vs. QAT int8; one vs. two workers and mixed precision.
 
-    `nox -s bench -- convert`, `-- demo`, `-- export`, `-- pretrained` or `-- qat` runs one.
+    `nox -s bench -- convert`, `-- demo`, `-- export`, `-- pretrained`, `-- qat` or `-- distribute`
+    runs one.
     """
     _install(session)
-    chosen = session.posargs or ["convert", "demo", "export", "pretrained", "qat"]
+    chosen = session.posargs or ["convert", "demo", "export", "pretrained", "qat", "distribute"]
     for name in chosen:
         session.run("python", f"bench/{name}_bench.py")
 
