@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,30 @@ def test_validate_exits_nonzero_on_a_failed_check(tmp_path: Path, demo_data: Pat
     result = _tfod("config", "validate", str(config))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "train.batch_size" in result.stderr
+    assert "Strategy: one_device on this host (CPU each): 1 replica(s), 500 images per" in " ".join(
+        (result.stdout + result.stderr).split()
+    )
+
+
+def test_validate_prints_the_strategy_replicas_and_per_replica_batch(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    config = tmp_path / "tfod.yaml"
+    config.write_text(
+        f"name: x\ndata: {{dir: {demo_data}}}\nmodel: {{preset: retinanet-mobilenetv2-256-smoke}}\ntrain: {{batch_size: 8}}\n"
+    )
+    cluster = {"worker": ["h0:2222", "h1:2222"]}
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    result = subprocess.run(
+        [sys.executable, "-m", "tfod", "config", "validate", str(config)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CONFIG": tf_config},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = " ".join((result.stdout + result.stderr).split())
+    assert (
+        "Strategy: multi_worker on 2 workers (CPU each): 2 replica(s), 4 images per replica (global batch 8)"
+        in out
+    )
 
 
 @pytest.mark.slow
