@@ -260,12 +260,12 @@ InlineEval = Annotated[
 ]
 
 
-def _report_training(result: TrainResult) -> None:
+def _report_training(result: TrainResult, title: str | None = None) -> None:
     """The last evaluation's table; exit 75 if training was stopped (resumable)."""
     from tfod.evaluate.report import print_metrics
 
     if result.last_eval is not None:
-        print_metrics(console, result.last_eval)
+        print_metrics(console, result.last_eval, title)
     if result.status == "stopped":
         raise typer.Exit(EXIT_STOPPED)
 
@@ -415,12 +415,10 @@ def demo(
     ] = True,
 ) -> None:
     """The whole job on built-in data: make the demo dataset, train a detector, evaluate it."""
-    from tfod.evaluate.report import print_metrics
     from tfod.train.demo import run_demo
 
     result = run_demo(data, runs_dir, steps, inline_eval=eval)
-    if result.last_eval is not None:
-        print_metrics(console, result.last_eval, title=f"Demo run {result.run.path}: COCO metrics")
+    _report_training(result, title=f"Demo run {result.run.path}: COCO metrics")
 
 
 MaxApDrop = Annotated[

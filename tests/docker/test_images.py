@@ -280,7 +280,10 @@ def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
         call("up", "-d", "--no-build", *services)
         wait_for(lambda: state().get("step", 0) >= 10, "the cluster reaching step 10")
         call("stop", "-t", "300", "trainer", "worker")  # SIGTERM to both: a clean, agreed stop
-        assert exit_codes() == {"trainer": 75, "worker": 75}, call("logs", "--tail", "60").stdout
+        codes = exit_codes()
+        assert codes == {"trainer": 75, "worker": 75}, (
+            f"{codes}\n{call('logs', '--tail', '60').stdout}"
+        )
         stopped = state()
         assert stopped["status"] == "stopped" and stopped["placement"]["replicas"] == 2
 
