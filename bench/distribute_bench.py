@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from rich.table import Table
 
 from tfod.config.schema import dump_config
 from tfod.data.demo import make_demo
+from tfod.train.cluster import local_tf_configs
 from tfod.train.demo import DEMO_LEARNING_RATE, demo_config
 
 SETUPS = [  # (label, workers, precision)
@@ -33,16 +33,6 @@ SETUPS = [  # (label, workers, precision)
     ("1 worker, mixed_float16", 1, "mixed_float16"),
     ("1 worker, mixed_bfloat16", 1, "mixed_bfloat16"),
 ]
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _rate(run: Path) -> float:
@@ -68,14 +58,10 @@ def bench(
     raw["eval"]["every_steps"] = 10
     path = root / f"{raw['name']}.yaml"
     path.write_text(dump_config(type(config).model_validate(raw)))
-    addresses = [f"localhost:{p}" for p in _free_ports(workers)]
+    tf_configs = local_tf_configs(workers) if workers > 1 else [""]
     procs = []
-    for index in range(workers):
-        env = {**os.environ, "TFOD_PROGRESS_SECONDS": "0"}
-        if workers > 1:
-            env["TF_CONFIG"] = json.dumps(
-                {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-            )
+    for tf_config in tf_configs:
+        env = {**os.environ, "TFOD_PROGRESS_SECONDS": "0", "TF_CONFIG": tf_config}
         command = [
             sys.executable,
             "-m",

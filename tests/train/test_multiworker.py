@@ -7,24 +7,23 @@ Kubernetes JobSet do. The worker runs in a mount namespace where the runs folder
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import smoke_config
+from tests.robustness.test_faults import _wait_for
 from tfod.cli import EXIT_STOPPED
 from tfod.config.schema import dump_config
 from tfod.runs.plots import loss_history
 from tfod.runs.rundir import RunDir
+from tfod.train.cluster import local_tf_configs
 
 LOSS_TOLERANCE = 0.10  # relative, per logged step: the workers read different shards of the data
 
@@ -42,32 +41,18 @@ needs_unshare = pytest.mark.skipif(
 )
 
 
-def _ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 class Cluster:
     """A chief and a worker training CONFIG into RUNS."""
 
     def __init__(self, config: Path, runs: Path) -> None:
-        addresses = [f"localhost:{p}" for p in _ports(2)]
+        tf_configs = local_tf_configs(2)
         self.procs: list[subprocess.Popen[str]] = []
         for index in (1, 0):  # the worker first: it waits for the chief
-            tf_config = {
-                "cluster": {"worker": addresses},
-                "task": {"type": "worker", "index": index},
-            }
             command = [sys.executable, "-m", "tfod", "train", str(config), "--runs-dir", str(runs)]
             if index:  # the runs folder read-only for the worker, in its own mount namespace
                 script = f'mount --bind "{runs}" "{runs}" && mount -o remount,bind,ro "{runs}" && exec "$@"'
                 command = ["unshare", "--mount", "sh", "-c", script, "sh", *command]
-            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TFOD_PROGRESS_SECONDS": "0"}
+            env = {**os.environ, "TF_CONFIG": tf_configs[index], "TFOD_PROGRESS_SECONDS": "0"}
             self.procs.insert(0, subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
             ))  # fmt: skip
@@ -99,14 +84,6 @@ def project(demo_data: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     )  # fmt: skip
     config.write_text(dump_config(cfg))
     yield config, runs
-
-
-def _wait_for(condition: Callable[[], object], what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def _step(run: RunDir) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,3 +188,18 @@ def make_strategy(placement: Placement) -> Any:
     name = {"multi_worker": "multi_worker_mirrored"}.get(placement.strategy, placement.strategy)
     gpus = min(placement.gpus, 1) if placement.strategy == "one_device" else placement.gpus
     return distribute_utils.get_distribution_strategy(distribution_strategy=name, num_gpus=gpus)
+
+
+def local_tf_configs(workers: int) -> list[str]:
+    """TF_CONFIG for each of `workers` workers on this host, on free ports (worker 0 is the chief):
+    a cluster on one machine, for tests, benchmarks and trying multi-worker training out."""
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    addresses = [f"localhost:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [
+        json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+        for index in range(workers)
+    ]
