@@ -245,7 +245,7 @@ def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
     """compose.multiworker.yaml: a chief and a worker (CPU) train the demo to the end after a
     stop, into one run folder that the evaluator scores; the loss matches one worker's."""
     project = f"tfodmw{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "TFOD_DEMO_STEPS": "40", "COMPOSE_PROJECT_NAME": project}
+    env = {**os.environ, "TFOD_DEMO_STEPS": "60", "COMPOSE_PROJECT_NAME": project}
     files = ["-f", str(ROOT / "compose.yaml"), "-f", str(ROOT / "compose.multiworker.yaml")]
     compose = [*_compose_command(), *files]
     runs = {f"{project}_runs": {"bind": "/runs", "mode": "ro"}}
@@ -292,7 +292,7 @@ def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
         wait_for(lambda: exit_codes() == {"trainer": 0, "worker": 0}, "both workers exiting")
         assert f"Resuming from step {stopped['step']}" in call("logs", "trainer").stdout
         listing = run(client, "export", ["ls", "/runs", "/runs/demo"], entrypoint="", volumes=runs)
-        assert "ckpt-40.index" in listing and listing.split("/runs/demo:")[0].split() == [
+        assert "ckpt-60.index" in listing and listing.split("/runs/demo:")[0].split() == [
             "/runs:", "demo",
         ]  # fmt: skip
 
@@ -302,13 +302,13 @@ def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
             ) else ""  # fmt: skip
             return [json.loads(line)["step"] for line in text.splitlines()]
 
-        wait_for(lambda: 40 in scored(), "the evaluator scoring the last checkpoint", 600)
+        wait_for(lambda: 60 in scored(), "the evaluator scoring the last checkpoint", 600)
 
         reference = f"{project}_reference"
         client.volumes.create(reference)
         data = {f"{project}_data": {"bind": "/data", "mode": "ro"}}
         single = {**data, reference: {"bind": "/runs", "mode": "rw"}}  # the image's /runs: tfod's
-        run(client, "train", ["demo", "--data", "/data/dataset", "--runs-dir", "/runs", "--steps", "40", "--no-eval"], volumes=single)  # fmt: skip
+        run(client, "train", ["demo", "--data", "/data/dataset", "--runs-dir", "/runs", "--steps", "60", "--no-eval"], volumes=single)  # fmt: skip
         both = {**runs, reference: {"bind": "/ref", "mode": "ro"}}
         curves = json.loads(
             run(
@@ -322,7 +322,7 @@ def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
         )  # fmt: skip
         two, one = (dict((int(s), v) for s, v in curve) for curve in curves)
         common = sorted(set(two) & set(one))
-        assert len(common) >= 3 and common[-1] == 40, (two, one)
+        assert len(common) >= 3 and common[-1] == 60, (two, one)
         for step in common:
             assert abs(two[step] - one[step]) <= LOSS_TOLERANCE * one[step], (step, two, one)
         print(f"2 workers vs 1: loss {[round(two[s], 3) for s in common]} vs "
