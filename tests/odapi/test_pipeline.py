@@ -373,3 +373,15 @@ def test_import_then_train_on_the_imported_records(tmp_path: Path) -> None:
     run = train(load_config(out), tmp_path / "runs", progress=False)
     assert run.status == "finished"
     assert run.last_eval is not None
+
+
+def test_quantization_of_a_preset_without_qat_is_unsupported(tmp_path: Path) -> None:
+    config = tmp_path / "resnet_quantized.config"
+    rewriter = "graph_rewriter { quantization { delay: 40000 weight_bits: 8 activation_bits: 8 } }"
+    text = (CONFIGS / "ssd_resnet50_v1_fpn_640x640.config").read_text()
+    config.write_text(text + rewriter + "\n")
+    rows = import_pipeline(config, tmp_path / "tfod.yaml", progress=False).rows
+    unsupported = [
+        r.why for r in rows if r.field == "graph_rewriter.quantization" and r.status == UNSUPPORTED
+    ]
+    assert unsupported and "`tfod qat` supports retinanet-mobilenetv2-ssd-256" in unsupported[0]

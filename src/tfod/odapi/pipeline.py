@@ -248,6 +248,9 @@ class _Mapper:
         self.overrides: dict[str, Any] = {}
         self.qat_steps: int | None = None
         self.classes: int | None = None
+        # The record files per split and the label map, when every path the file names exists.
+        self.records: dict[str, list[Path]] | None = {"train": [], "val": []}
+        self.label_map: Path | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -352,11 +355,13 @@ def import_pipeline(
 
     dataset = None
     next_steps = []
-    train_files, val_files, label_map = _records(mapper, base)
     from tfod.odapi.records import import_records
 
-    if train_files and val_files and label_map:
-        dataset = import_records(train_files, val_files, label_map, data_dir, copy, progress)
+    records = mapper.records
+    if records is not None and records["train"] and records["val"] and mapper.label_map:
+        dataset = import_records(
+            records["train"], records["val"], mapper.label_map, data_dir, copy, progress
+        )
     else:
         next_steps.append(
             "tfod data import-tfrecord --train TRAIN_RECORDS --val VAL_RECORDS --label-map "
@@ -383,7 +388,7 @@ def _run_name(path: Path) -> str:
 
 
 def _resolve(raw: str, base: Path) -> tuple[Path | None, str]:
-    """A path of the file -> (local path, problem) with problem "" when usable."""
+    """A path of the file -> (the local path, "") or (None, why it cannot be used)."""
     if PLACEHOLDER in raw or not raw:
         return None, (
             f"{PLACEHOLDER} is the API sample configs' placeholder: give the real path"
@@ -398,33 +403,11 @@ def _resolve(raw: str, base: Path) -> tuple[Path | None, str]:
     return path, ""
 
 
-def _records(mapper: _Mapper, base: Path) -> tuple[list[Path], list[Path], Path | None]:
-    """The record files and label map the config names, when they all exist here."""
-    from tfod.odapi.records import expand
-
-    config = mapper.config
-    found: dict[str, list[Path]] = {}
-    readers = {"train": [config.train_input_reader], "val": list(config.eval_input_reader[:1])}
-    for split, reader in readers.items():
-        found[split] = []
-        for r in reader:
-            for raw in r.tf_record_input_reader.input_path:
-                path, _ = _resolve(raw, base)
-                if path is None:
-                    return [], [], None
-                try:
-                    found[split] += expand([str(path)], split)
-                except TfodError:
-                    return [], [], None
-    label_map, _ = _resolve(config.train_input_reader.label_map_path, base)
-    if label_map is None or not label_map.is_file():
-        return [], [], None
-    return found["train"], found["val"], label_map
-
-
 def _map_inputs(mapper: _Mapper, base: Path) -> dict[int, str] | None:
-    """Rows for the input readers; the label map's classes when it can be read."""
+    """Rows for the input readers, the records they name (`mapper.records`, None when a path is
+    missing) and the label map's classes when it can be read."""
     from tfod.data.labelmap import read_label_map
+    from tfod.odapi.records import expand
 
     config = mapper.config
     labels: dict[int, str] | None = None
@@ -440,17 +423,17 @@ def _map_inputs(mapper: _Mapper, base: Path) -> dict[int, str] | None:
         mapper.claimed.add(field_path)
         for index, raw in enumerate(reader.tf_record_input_reader.input_path):
             path, problem = _resolve(raw, base)
-            if path is not None and not problem:
+            status, why = TO_DO, problem
+            if path is not None:
                 try:
-                    from tfod.odapi.records import expand
-
                     files = expand([str(path)], split)
-                    why = f"{len(files)} file(s) found"
-                    status = MAPPED
+                    status, why = MAPPED, f"{len(files)} file(s) found"
+                    if mapper.records is not None:
+                        mapper.records[split] += files
                 except TfodError:
-                    status, why = TO_DO, f"no file matches {path}" + _relative_hint(raw, base)
-            else:
-                status, why = TO_DO, problem
+                    why = f"no file matches {path}" + _relative_hint(raw, base)
+            if status == TO_DO:
+                mapper.records = None
             mapper.rows.append(
                 Row(f"{field_path}[{index}]", f'"{raw}"', status, f"data.dir ({split} split)", why)
             )
@@ -473,6 +456,7 @@ def _map_inputs(mapper: _Mapper, base: Path) -> dict[int, str] | None:
                 )
             else:
                 labels = read_label_map(path)
+                mapper.label_map = path
                 mapper.claim(
                     label_field,
                     MAPPED,
@@ -564,7 +548,7 @@ def _map_model(mapper: _Mapper, chosen: str | None, classes: int | None) -> None
         _map_anchors(mapper, f"{prefix}.anchor_generator", preset)
     if model is not None:
         _map_num_classes(mapper, f"{prefix}.num_classes", model.num_classes, classes)
-        _map_resizer(mapper, f"{prefix}.image_resizer", size, preset)
+        _map_resizer(mapper, f"{prefix}.image_resizer", model.image_resizer, size, preset)
     if kind != "ssd":
         mapper.claim(
             prefix, UNSUPPORTED, "", "part of a model tfod does not train (see the model row)"
@@ -712,14 +696,9 @@ def _input_size(model: Any) -> int | None:
     return None
 
 
-def _map_resizer(mapper: _Mapper, prefix: str, size: int | None, preset: Any) -> None:
+def _map_resizer(mapper: _Mapper, prefix: str, resizer: Any, size: int | None, preset: Any) -> None:
     if size is None:
         return
-    resizer = (
-        mapper.config.model.ssd.image_resizer
-        if ".ssd." in prefix + "."
-        else mapper.config.model.faster_rcnn.image_resizer
-    )
     square = preset.input_size
     stride = 2**preset.max_level
     notes = []
@@ -805,10 +784,7 @@ def _map_qat(mapper: _Mapper, steps: int) -> None:
         "Model Garden's QAT scheme: symmetric per-channel weights, asymmetric activations",
     )
     mapper.claim(prefix, MAPPED, "tfod qat", "quantization-aware training with defaults")
-    if (
-        mapper.yaml["model"]["preset"] not in qat_presets()
-        and "-smoke" not in mapper.yaml["model"]["preset"]
-    ):
+    if not get_preset(mapper.yaml["model"]["preset"]).qat:
         mapper.rows.append(
             Row(
                 prefix,
