@@ -12,6 +12,7 @@ import json
 import math
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,34 @@ CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = 256
 MIN_SIDE, MAX_SIDE = 36, 104
 MAX_OVERLAP = 0.25  # largest IoU allowed between two objects of one image
+
+
+@dataclass(frozen=True)
+class Scenes:
+    """How the generated pictures look: the demo's by default; the benchmarks vary it.
+
+    Args:
+        size: picture side in pixels.
+        objects: the number of objects per picture, drawn from [low, high).
+        sides: the objects' side in pixels, drawn from [low, high).
+        hues: with more than one, each shape comes in `hues` colour bands and every
+            (shape, band) pair is its own class, e.g. "square-2".
+        clutter: unlabelled distracting strokes and rings drawn under the objects.
+    """
+
+    size: int = IMAGE_SIZE
+    objects: tuple[int, int] = (1, 5)
+    sides: tuple[float, float] = (MIN_SIDE, MAX_SIDE)
+    hues: int = 1
+    clutter: int = 0
+
+    def classes(self) -> tuple[str, ...]:
+        if self.hues <= 1:
+            return CLASSES
+        return tuple(f"{shape}-{band}" for shape in CLASSES for band in range(1, self.hues + 1))
+
+
+DEMO_SCENES = Scenes()
 
 
 def make_demo(out: Path, n: int = 160, seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -50,26 +79,29 @@ def write_scenes(
     source: Path,
     n: int,
     rng: np.random.Generator,
-    names: tuple[str, ...] = CLASSES,
+    names: tuple[str, ...] | None = None,
     class_of: Callable[[str], str] = lambda shape: shape,
     retouch: Callable[[Image.Image, np.random.Generator], Image.Image] | None = None,
+    scenes: Scenes = DEMO_SCENES,
 ) -> None:
     """Draw `n` scenes into SOURCE/images/ and write SOURCE/annotations.json (COCO).
 
-    Each shape is labelled `class_of(shape)`, one of `names`; `retouch` changes a picture (with the
-    same generator) before it is saved. The benchmarks make their other datasets this way.
+    Each object is labelled `class_of(label)`, one of `names` (default: the scenes' classes);
+    `retouch` changes a picture (with the same generator) before it is saved. The benchmarks make
+    their other datasets this way.
     """
+    names = names or scenes.classes()
     (source / "images").mkdir(parents=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id in range(1, n + 1):
         name = f"images/{image_id:05d}.jpg"
-        picture, objects = draw_scene(rng)
+        picture, objects = draw_scene(rng, scenes)
         if retouch is not None:
             picture = retouch(picture, rng)
         picture.save(source / name, quality=92)
         images.append(
-            {"id": image_id, "file_name": name, "width": IMAGE_SIZE, "height": IMAGE_SIZE}
+            {"id": image_id, "file_name": name, "width": scenes.size, "height": scenes.size}
         )
         for label, (x0, y0, x1, y1) in objects:
             annotations.append(
@@ -89,36 +121,52 @@ def write_scenes(
 Box = tuple[float, float, float, float]
 
 
-def draw_scene(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, Box]]]:
-    """One demo picture and its (label, box) objects."""
-    picture = Image.fromarray(_background(rng))
+def draw_scene(
+    rng: np.random.Generator, scenes: Scenes = DEMO_SCENES
+) -> tuple[Image.Image, list[tuple[str, Box]]]:
+    """One picture and its (label, box) objects."""
+    size = scenes.size
+    picture = Image.fromarray(_background(rng, size))
     draw = ImageDraw.Draw(picture)
+    for _ in range(scenes.clutter):
+        _stroke(draw, rng, size)
     objects: list[tuple[str, Box]] = []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(*scenes.objects))):
         for _attempt in range(20):
             label = CLASSES[int(rng.integers(len(CLASSES)))]
-            side = float(rng.uniform(MIN_SIDE, MAX_SIDE))
-            cx, cy = (float(v) for v in rng.uniform(side / 2 + 2, IMAGE_SIZE - side / 2 - 2, 2))
+            side = float(rng.uniform(*scenes.sides))
+            cx, cy = (float(v) for v in rng.uniform(side / 2 + 2, size - side / 2 - 2, 2))
             angle = float(rng.uniform(0, 2 * math.pi))
             points = _outline(label, cx, cy, side, angle)
             xs, ys = [p[0] for p in points], [p[1] for p in points]
-            box = (
-                max(min(xs), 0.0),
-                max(min(ys), 0.0),
-                min(max(xs), IMAGE_SIZE),
-                min(max(ys), IMAGE_SIZE),
-            )
+            box = (max(min(xs), 0.0), max(min(ys), 0.0), min(max(xs), size), min(max(ys), size))
             if all(_iou(box, other) <= MAX_OVERLAP for _, other in objects):
                 break
         else:
             continue
-        colour = _colour(rng)
-        if label == "circle":
+        if scenes.hues > 1:
+            band = int(rng.integers(scenes.hues))
+            colour = _colour(rng, (band + float(rng.uniform(0.15, 0.85))) / scenes.hues)
+            label = f"{label}-{band + 1}"
+        else:
+            colour = _colour(rng)
+        if label.startswith("circle"):
             draw.ellipse(box, fill=colour)
         else:
             draw.polygon(points, fill=colour)
         objects.append((label, box))
     return picture, objects
+
+
+def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """An unlabelled distractor: a thick line or a ring, in a shape-like colour."""
+    x0, y0, x1, y1 = (float(v) for v in rng.uniform(0, size, 4))
+    width = int(rng.integers(2, 6))
+    if rng.uniform() < 0.5:
+        draw.line((x0, y0, x1, y1), fill=_colour(rng), width=width)
+    else:
+        r = float(rng.uniform(6, size / 8))
+        draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), outline=_colour(rng), width=width)
 
 
 def _outline(
@@ -139,9 +187,8 @@ def _outline(
     ]
 
 
-def _background(rng: np.random.Generator) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth colour blotches, faint stripes and grain, in muted colours."""
-    size = IMAGE_SIZE
     coarse = rng.uniform(60, 190, size=(5, 5, 3)).astype(np.uint8)
     smooth = np.asarray(
         Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64
@@ -157,8 +204,10 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return pixels
 
 
-def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    hue, sat, val = rng.uniform(0, 1), rng.uniform(0.65, 1.0), rng.uniform(0.55, 1.0)
+def _colour(rng: np.random.Generator, hue: float | None = None) -> tuple[int, int, int]:
+    drawn = rng.uniform(0, 1)
+    hue = drawn if hue is None else hue
+    sat, val = rng.uniform(0.65, 1.0), rng.uniform(0.55, 1.0)
     r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
     return int(r * 255), int(g * 255), int(b * 255)
 
