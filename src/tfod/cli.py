@@ -283,13 +283,28 @@ def train(
     batch_size: Annotated[
         int | None, typer.Option(help="Global batch (overrides the config).")
     ] = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            help="A wall-clock budget instead of steps, e.g. 10m, 90s, 1.5h: steps and schedule "
+            "are fitted to end on time (overrides the config's steps and time)."
+        ),
+    ] = None,
     eval: InlineEval = True,
 ) -> None:
     """Train (or resume) a run on Model Garden's trainer; Ctrl-C saves and stops cleanly."""
     from tfod.config.schema import load_config
+    from tfod.train.budget import parse_duration
     from tfod.train.trainer import train as run_training
 
-    result = run_training(load_config(config), runs_dir, run, steps, batch_size, inline_eval=eval)
+    settings = load_config(config)
+    if time is not None:
+        if steps is not None:
+            raise TfodError("--steps and --time are both given; a run has one or the other")
+        parse_duration(time)
+        timed = settings.train.model_copy(update={"time": time, "steps": None})
+        settings = settings.model_copy(update={"train": timed})
+    result = run_training(settings, runs_dir, run, steps, batch_size, inline_eval=eval)
     _report_training(result)
 
 

@@ -17,6 +17,7 @@ from tfod.config.experiment import BN_MIN_RUN_FRACTION, Plan
 from tfod.config.schema import TfodConfig
 from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
 from tfod.errors import TfodError
+from tfod.train.budget import MIN_BUDGET_SECONDS
 from tfod.train.cluster import Placement
 
 LR_TOO_HIGH, LR_TOO_LOW = 4.0, 0.25  # factors of the linear-scaling rule
@@ -56,6 +57,12 @@ def run_checks(
             "train.batch_size",
             f"batch {plan.batch_size} is larger than the {plan.train_images} training images; "
             f"use at most {plan.train_images} (or add images)",
+        )
+    if plan.time_budget is not None and plan.time_budget < MIN_BUDGET_SECONDS:
+        error(
+            "train.time",
+            f"{config.train.time} is too short: building and tracing the model alone takes tens of "
+            f"seconds; give at least {MIN_BUDGET_SECONDS:.0f}s",
         )
     placement = placement or Placement("one_device", 0)
     replicas = placement.replicas

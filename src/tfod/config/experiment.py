@@ -13,6 +13,7 @@ from tfod.config.presets import QAT_EXPERIMENT, Preset, get_preset
 from tfod.config.schema import TfodConfig
 from tfod.data.convert import VAL_COCO_JSON
 from tfod.errors import TfodError
+from tfod.train.budget import parse_duration, provisional_steps
 
 # Batch-norm moving statistics average over ~1/(1 - momentum) steps. `auto` keeps that window
 # within 1/30 of the run; the pre-flight check refuses a window longer than 1/10 of it (measured:
@@ -43,6 +44,7 @@ class Plan:
     train_images: int
     val_images: int
     dataset_fingerprint: str
+    time_budget: float | None = None  # seconds (train.time); steps are then fitted to it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,8 +60,12 @@ def make_plan(
     summary: dict[str, Any],
     batch_size: int | None = None,
     steps: int | None = None,
+    eval_every: int | None = None,
 ) -> Plan:
     """Resolve defaults and `auto` values; command-line `batch_size`/`steps` win over the file.
+
+    A timed run (`train.time`) without `steps` gets a provisional step count that calibration
+    replaces (`tfod.train.budget`); `eval_every` wins over `eval.every_steps`.
 
     Raises:
         TfodError: `batch_size` or `steps` below 1 (checked as tfod.yaml checks the same fields).
@@ -71,6 +77,10 @@ def make_plan(
     train = config.train
     configured = train.batch_size if isinstance(train.batch_size, int) else None
     batch = batch_size if batch_size is not None else configured or preset.batch_size
+    budget = parse_duration(train.time) if train.time is not None else None
+    if steps is None and budget is not None:
+        steps = provisional_steps(budget)
+        eval_every = eval_every or steps  # no evaluation before calibration
     n_steps = steps if steps is not None else train.steps or preset.steps
     linear = linear_rule(preset, batch)
     lr = linear if train.learning_rate == "auto" else float(train.learning_rate)
@@ -84,7 +94,7 @@ def make_plan(
         momentum = round(min(high, max(low, 1 - BN_AUTO_RUN_FRACTION / n_steps)), 4)
     else:
         momentum = float(train.norm_momentum)
-    requested_eval = config.eval.every_steps or max(1, n_steps // 10)
+    requested_eval = eval_every or config.eval.every_steps or max(1, n_steps // 10)
     per_loop = max(1, min(MAX_STEPS_PER_LOOP, requested_eval, n_steps))
     eval_every = per_loop * math.ceil(requested_eval / per_loop)
     checkpoint_every = train.checkpoint_every or eval_every
@@ -103,6 +113,7 @@ def make_plan(
         train_images=int(summary.get("splits", {}).get("train", {}).get("images", 0)),
         val_images=int(summary.get("splits", {}).get("val", {}).get("images", 0)),
         dataset_fingerprint=str(summary.get("fingerprint", "")),
+        time_budget=budget,
     )
 
 

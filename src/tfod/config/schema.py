@@ -4,7 +4,7 @@
 name: shapes
 data: {dir: data/demo}
 model: {preset: retinanet-mobilenetv2-256, init_checkpoint: null, init_modules: backbone}
-train: {batch_size: 8, steps: 2000, learning_rate: auto}
+train: {batch_size: 8, steps: 2000, learning_rate: auto}   # or time: 10m instead of steps
 eval: {every_steps: 200, metric: AP}
 overrides: {}   # raw Model Garden params, e.g. {task: {model: {head: {num_convs: 2}}}}
 qat: null       # written by `tfod qat`: {parent: runs/NAME, checkpoint: best}
@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tfod.errors import TfodError
 
@@ -62,6 +69,11 @@ class TrainSection(_Section):
         default=None, description="global batch (default: preset); auto = the largest that fits"
     )
     steps: int | None = Field(default=None, gt=0, description="training steps (default: preset)")
+    time: str | float | None = Field(
+        default=None,
+        description="a wall-clock budget instead of steps, e.g. 10m, 90s, 1.5h: the step count and "
+        "the schedule are fitted to end on time",
+    )
     learning_rate: float | Literal["auto"] = Field(
         default="auto", description="peak rate; auto = preset rate scaled linearly to the batch"
     )
@@ -81,6 +93,24 @@ class TrainSection(_Section):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
         default="float32", description="mixed precision: a GPU (float16) or TPU (bfloat16) setting"
     )
+
+    @field_validator("time")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            from tfod.train.budget import parse_duration
+
+            try:
+                parse_duration(value)
+            except TfodError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _steps_or_time(self) -> TrainSection:
+        if self.steps is not None and self.time is not None:
+            raise ValueError("steps and time are both set; a run has one or the other")
+        return self
 
 
 class EvalSection(_Section):

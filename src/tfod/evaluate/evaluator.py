@@ -103,6 +103,13 @@ class RunEvaluator:
             row["is_best"] = self.run.keep_best(step, prefix, self.metric, float(value or 0.0))
         return row
 
+    def time_detection(self) -> float:
+        """Seconds one more evaluation of the current weights takes (detection and COCO scoring,
+        nothing written); the first evaluation also traces the model and is no measure of it."""
+        started = time.perf_counter()
+        coco_metrics(self.ground_truth, self.detector.detect())
+        return time.perf_counter() - started
+
     def watch(
         self, timeout: float, poll: float = 10.0, on_row: Callable[[Row], None] | None = None
     ) -> int:

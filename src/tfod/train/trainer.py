@@ -40,7 +40,7 @@ from tfod.runs.rundir import (
     versions,
 )
 from tfod.train import batch_size as batch_size_search
-from tfod.train import qat
+from tfod.train import budget, qat
 from tfod.train.cluster import Placement, make_strategy, read_tf_config, resolve
 
 
@@ -50,6 +50,11 @@ class StopRequested(Exception):
 
 class EarlyStopped(Exception):
     """Raised inside the training loop when the metric has plateaued; the message says why."""
+
+
+class Replanned(Exception):
+    """Raised inside a timed run's training loop when its end step changed: the runner's loop
+    ends and starts again towards the new end (nothing is rebuilt)."""
 
 
 def plateau_reason(rows: list[dict[str, Any]], rule: EarlyStop) -> str | None:
@@ -96,6 +101,7 @@ def train(
         TfodError: a pre-flight check failed, the run exists with different settings, another
             process is training it, or the disk filled up.
     """
+    started = time.monotonic()
     summary = load_summary(config.data.dir)
     placement = resolve(config.train.strategy, gpu_count(), read_tf_config())
     if placement.cluster is not None and batch_size is None and config.train.batch_size == "auto":
@@ -105,9 +111,15 @@ def train(
             f"batch x {placement.replicas} replicas)",
             "train.batch_size",
         )
+    if placement.cluster is not None and config.train.time is not None:
+        raise TfodError(
+            "a time budget is fitted by measuring one process's steps; in a cluster set "
+            "`train.steps` (a timed run on one worker's hardware shows the rate)",
+            "train.time",
+        )
     # A multi-worker strategy must exist before TensorFlow runs anything else in this process.
     strategy = make_strategy(placement) if placement.cluster is not None else None
-    job = _Job(placement, strategy)
+    job = _Job(placement, strategy, started)
     run = RunDir(runs_dir / (run_name or config.name))
     if not placement.is_chief:
         return _train_worker(config, summary, run, steps, batch_size, job)
@@ -122,10 +134,12 @@ def train(
 
 @dataclass(frozen=True)
 class _Job:
-    """Where this process trains: the resolved placement and, in a cluster, its strategy."""
+    """Where this process trains (the resolved placement and, in a cluster, its strategy) and
+    since when (time.monotonic(), for a time budget)."""
 
     placement: Placement
     strategy: Any = None
+    started: float = 0.0
 
 
 def _train_worker(
@@ -198,8 +212,12 @@ def _train_locked(
         batch_search = _search_batch(config, summary, steps, run)
         batch_size = batch_search.batch
     plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
+    fitted = _fitted_time_budget(run, config) if steps is None else None
+    if fitted is not None:
+        plan = dataclasses.replace(plan, **fitted)
     experiment = build_experiment(config, plan)
     raise_on_errors(run_checks(config, plan, summary, experiment, job.placement), console)
+    calibrate = plan.time_budget is not None and fitted is None and steps is None
     if inline_eval and job.placement.cluster is not None:
         inline_eval = False
         console.print(
@@ -243,8 +261,13 @@ def _train_locked(
         },
         **({"batch_search": batch_search.as_dict()} if batch_search else {}),
     )
+    length = (
+        f"a time budget of {config.train.time} (steps fitted after measuring the first ones)"
+        if calibrate
+        else f"{plan.steps} steps"
+    )
     console.print(
-        f"Run [bold]{run.path}[/bold]: {plan.preset}, batch {plan.batch_size}, {plan.steps} steps, "
+        f"Run [bold]{run.path}[/bold]: {plan.preset}, batch {plan.batch_size}, {length}, "
         f"lr {plan.learning_rate:.4g}, BN momentum {plan.norm_momentum}; log in {run.path / 'train.log'}"
     )
     console.print(f"Strategy: {job.placement.describe(plan.batch_size)}")
@@ -262,7 +285,16 @@ def _train_locked(
             try:
                 with native_output_to(run.path / "train.log"), _stop_signals() as stop:
                     step, last_eval = _run(
-                        config, plan, experiment, run, stop, inline_eval, progress, job
+                        config,
+                        plan,
+                        experiment,
+                        run,
+                        stop,
+                        inline_eval,
+                        progress,
+                        job,
+                        calibrate,
+                        summary,
                     )
                 break
             except Exception as err:
@@ -301,6 +333,50 @@ def _train_locked(
             console.print(f"[yellow]warning[/yellow]: could not record the run's status: {err}")
     _plot(run)
     return TrainResult(run, status, step, last_eval)
+
+
+_FITTED = ("steps", "eval_every", "checkpoint_every", "warmup_steps", "norm_momentum")
+
+
+def _fitted_time_budget(run: RunDir, config: TfodConfig) -> dict[str, Any] | None:
+    """A timed run's fitted plan fields, kept when it resumes under the same budget."""
+    if config.train.time is None or not run.exists():
+        return None
+    state = run.read()
+    recorded = state.get("time_budget")
+    if not recorded or recorded.get("budget_seconds") != budget.parse_duration(config.train.time):
+        return None
+    return {key: state["plan"][key] for key in _FITTED}
+
+
+def _fit_to_budget(
+    config: TfodConfig,
+    summary: dict[str, Any],
+    plan: Plan,
+    calibration: budget.Calibration,
+) -> tuple[Plan, dict[str, Any]]:
+    """The plan that ends on time (the built model keeps its batch-norm momentum) and the
+    run.json record of how it was fitted."""
+    assert plan.time_budget is not None
+    fit = budget.fit(plan.time_budget, calibration, plan.steps_per_loop)
+    fitted = make_plan(
+        config, summary, batch_size=plan.batch_size, steps=fit.steps, eval_every=fit.eval_every
+    )
+    new_plan = dataclasses.replace(fitted, norm_momentum=plan.norm_momentum)
+    c = calibration
+    console.print(
+        f"Time budget {plan.time_budget / 60:.1f} min: after {c.elapsed:.0f} s, "
+        f"{c.steps_per_second:.2f} steps/s and ~{c.eval_seconds:.1f} s per evaluation: training "
+        f"to step {fit.steps} with {fit.evaluations} evaluation(s) (every {fit.eval_every}), "
+        f"warmup {new_plan.warmup_steps}, cosine decay to the last step; the end is re-fitted "
+        "to the measured rate as it goes"
+    )
+    record = {
+        "budget_seconds": plan.time_budget,
+        "calibration": calibration.as_dict(),
+        "fitted_steps": fit.steps,
+    }
+    return new_plan, record
 
 
 def _plot(run: RunDir) -> None:
@@ -410,7 +486,7 @@ def _claim(run: RunDir, config: TfodConfig, plan: Plan) -> None:
     )
     new = yaml.safe_load(dump_config(config))
     old_plan = run.read().get("plan", {})
-    differences = _differences(old or {}, new, ignore={"train.steps"})
+    differences = _differences(old or {}, new, ignore={"train.steps", "train.time"})
     if old_plan.get("batch_size") not in (None, plan.batch_size):
         differences.append(f"batch size {old_plan['batch_size']} -> {plan.batch_size}")
     if differences:
@@ -467,12 +543,19 @@ def _run(
     inline_eval: bool,
     progress: bool,
     job: _Job,
+    calibrate: bool = False,
+    summary: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
+    """Train until the plan's last step (or a stop). `calibrate`: a timed run measures its first
+    loops, fits its plan to the time left (`tfod.train.budget`) and goes on with it."""
     import tf_keras
     from official.modeling import performance
 
     from tfod.train.task import make_task
 
+    clock = budget.LoopClock(plan.time_budget or 0.0, job.started)
+    schedule: budget.LiveSchedule
+    eval_seconds = 0.0
     tf_keras.utils.set_random_seed(config.train.seed)
     placement = job.placement
     if plan.batch_size % placement.replicas:  # the pre-flight check, again after an OOM halving
@@ -493,16 +576,64 @@ def _run(
     def global_step() -> int:
         return int(holder["runner"].trainer.global_step.numpy())
 
+    def replan(new_plan: Plan, **record: Any) -> None:
+        """Go on with `new_plan` (a timed run's fitted end): the live schedule, the runner's
+        target and experiment.yaml follow it; runner.run() is called again for it."""
+        nonlocal plan
+        plan = new_plan
+        schedule.set(plan.warmup_steps, plan.steps)
+        experiment.trainer.train_steps = plan.steps
+        bar.total = plan.steps
+        resolved = build_experiment(config, plan)
+        if config.qat:
+            qat.attach_parent(run, config, resolved)
+        _write_experiment(run, resolved)
+        run.update(plan=plan.as_dict(), **record)
+
     def on_loop(output: dict[str, Any]) -> None:
-        nonlocal last_eval
+        clock.loop_ended(global_step())
+        try:
+            train_action(output)
+        finally:
+            clock.resumed()
+
+    def train_action(output: dict[str, Any]) -> None:
+        nonlocal last_eval, calibrate, eval_seconds
         step = global_step()
         loss = float(output.get("total_loss", float("nan")))
-        run.update(step=step, loss=loss)
+        rate = output.get("learning_rate")
+        run.update(
+            step=step, loss=loss, **({"learning_rate": float(rate)} if rate is not None else {})
+        )
         bar.update(step, loss)
         manager = holder["runner"].checkpoint_manager
+        replanned = False
+        if calibrate and clock.calibrated_enough():
+            manager.save(checkpoint_number=step, check_interval=False)
+            if inline_eval:  # the first evaluation traces the model; the second is the cost
+                _evaluate_inline(holder, run, experiment, task, step, bar)
+                eval_seconds = holder["evaluator"].time_detection()
+            calibrate = False
+            assert summary is not None
+            fitted, record = _fit_to_budget(
+                config, summary, plan, clock.calibration(step, eval_seconds)
+            )
+            replan(fitted, time_budget=record)
+            raise Replanned
+        if plan.time_budget is not None and not calibrate and step < plan.steps:
+            end = clock.refit(step, plan.steps, plan.eval_every, plan.steps_per_loop, eval_seconds)
+            if end != plan.steps:
+                replan(dataclasses.replace(plan, steps=end))
+                replanned = True
+        out_of_time = (
+            not calibrate
+            and plan.time_budget is not None
+            and clock.elapsed() > plan.time_budget
+            and step < plan.steps
+        )
         # Checkpoints at every evaluation point, whoever evaluates them (inline or `tfod eval
         # --watch` beside the trainer).
-        at_eval = step % plan.eval_every == 0 or step >= plan.steps
+        at_eval = step % plan.eval_every == 0 or step >= plan.steps or out_of_time
         stopping = stop["requested"]  # read once: a signal may arrive while the loop ends
         if placement.cluster is not None:  # every worker must stop at the same step
             stopping = _any_worker(strategy, stopping)
@@ -510,8 +641,14 @@ def _run(
             manager.save(checkpoint_number=step, check_interval=False)
         if at_eval and inline_eval:
             last_eval = _evaluate_inline(holder, run, experiment, task, step, bar)
+            eval_seconds = float(last_eval.get("seconds", eval_seconds))
         rule = config.train.early_stop
         reason = plateau_reason(run.metrics(), rule) if rule is not None else None
+        if out_of_time:
+            reason = (
+                f"the time budget of {config.train.time} ran out at step {step} of {plan.steps} "
+                "(slower steps than measured; the schedule had not reached its end)"
+            )
         if placement.cluster is not None and _any_worker(strategy, reason is not None):
             reason = reason or "the chief's evaluation metric stopped improving"
         if reason is not None:
@@ -519,6 +656,8 @@ def _run(
             raise EarlyStopped(reason)
         if stopping:
             raise StopRequested
+        if replanned:
+            raise Replanned
 
     runner = _runner_class()(
         distribution_strategy=strategy,
@@ -544,10 +683,17 @@ def _run(
         return start, next(iter(run.metrics()[-1:]), None)
     if start:
         console.print(f"Resuming from step {start}.")
+    if plan.time_budget is not None:
+        schedule = budget.LiveSchedule(runner.trainer.optimizer, strategy)
     ranges = qat.fitted_ranges(qat.range_decay(plan.steps)) if config.qat else nullcontext()
     with bar, ranges:
         bar.start(start)
-        runner.run()
+        while True:
+            try:
+                runner.run()
+            except Replanned:
+                continue
+            break
     return global_step(), last_eval
 
 
