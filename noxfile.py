@@ -54,15 +54,23 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks printing tables: converter 1 vs N workers; the demo's time and AP; every export
     artefact's size, AP and latency; fine-tuning from a zoo entry vs. from scratch; float vs.
-    post-training int8 vs. QAT int8; one vs. two workers and mixed precision.
+    post-training int8 vs. QAT int8; one vs. two workers and mixed precision; accuracy per
+    minute of training for each mobile preset.
 
-    `nox -s bench -- convert`, `-- demo`, `-- export`, `-- pretrained`, `-- qat` or `-- distribute`
-    runs one.
+    `nox -s bench -- convert`, `-- demo`, `-- export`, `-- pretrained`, `-- qat`, `-- distribute`
+    or `-- accuracy` runs one; arguments after the name go to its script, e.g.
+    `nox -s bench -- accuracy --budgets 5m --presets retinanet-mobilenetv2-256`.
     """
     _install(session)
-    chosen = session.posargs or ["convert", "demo", "export", "pretrained", "qat", "distribute"]
-    for name in chosen:
-        session.run("python", f"bench/{name}_bench.py")
+    names = ["convert", "demo", "export", "pretrained", "qat", "distribute", "accuracy"]
+    if not session.posargs:
+        for name in names:
+            session.run("python", f"bench/{name}_bench.py")
+        return
+    name, *arguments = session.posargs
+    if name not in names:
+        session.error(f"unknown benchmark {name!r}; choose one of {', '.join(names)}")
+    session.run("python", f"bench/{name}_bench.py", *arguments)
 
 
 @nox.session(python=PYTHON)
