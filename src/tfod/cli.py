@@ -185,7 +185,10 @@ RunsDir = Annotated[
 def init(
     data: Annotated[Path, typer.Option(help="Dataset folder (from `tfod data convert`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")] = Path("tfod.yaml"),
-    preset: Annotated[str, typer.Option(help="Detector preset.")] = "retinanet-mobilenetv2-256",
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Detector preset (default: chosen for the dataset's object sizes)."),
+    ] = None,
     name: Annotated[
         str | None, typer.Option(help="Run name (default: the dataset folder name).")
     ] = None,

@@ -81,3 +81,43 @@ def test_init_writes_a_valid_commented_config(tmp_path: Path, demo_data: Path) -
     assert isinstance(config, TfodConfig)
     assert config.data.dir == demo_data.resolve()
     assert yaml.safe_load(text)["model"]["preset"] == "retinanet-mobilenetv2-320"
+
+
+def test_init_chooses_the_preset_for_the_object_sizes(tmp_path: Path, demo_data: Path) -> None:
+    import yaml
+
+    from tfod.config.template import write_template
+
+    out = tmp_path / "tfod.yaml"
+    write_template(out, demo_data, None, None, force=False)  # shapes of 36-104 px in 256 px
+    text = out.read_text()
+    assert yaml.safe_load(text)["model"]["preset"] == "retinanet-mobilenetv2-256"
+    assert "# chosen for your data: at 256 px, 9 in 10 of your objects are" in text
+    assert yaml.safe_load(text)["overrides"] == {}  # COCO's anchors already fit these shapes
+
+
+def test_init_fits_anchors_to_small_objects(tmp_path: Path) -> None:
+    import numpy as np
+    import yaml
+
+    from tfod.config.schema import load_config
+    from tfod.config.template import write_template
+    from tfod.data.convert import ConvertOptions, convert
+    from tfod.data.demo import Scenes, write_scenes
+
+    small = Scenes(size=320, objects=(6, 12), sides=(10, 24), clutter=4)
+    write_scenes(tmp_path / "src", 12, np.random.default_rng(0), scenes=small)
+    data = tmp_path / "small"
+    convert(tmp_path / "src", data, ConvertOptions(seed=0, progress=False))
+    out = tmp_path / "tfod.yaml"
+    write_template(out, data, None, None, force=False)
+    text = out.read_text()
+    raw = yaml.safe_load(text)
+    assert raw["model"]["preset"] == "retinanet-mobilenetv2-320"
+    assert "spinenet49-mobile-384 sees them larger" in text
+    anchor = raw["overrides"]["task"]["model"]["anchor"]
+    assert anchor["anchor_size"] < 4.0
+    assert "have an anchor at IoU >= 0.5, against" in text
+    config = load_config(out)
+    experiment = build_experiment(config, make_plan(config, load_summary(data)))
+    assert experiment.task.model.anchor.anchor_size == anchor["anchor_size"]

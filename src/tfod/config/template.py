@@ -22,7 +22,7 @@ data:
   dir: {data}                     # written by `tfod data convert` (paths are relative to this file)
 
 model:
-  preset: {preset}
+  preset: {preset}{preset_comment}
   # presets: {presets}
   init_checkpoint: {init_checkpoint}{init_comment}
   init_modules: {init_modules}{modules_comment}
@@ -41,10 +41,19 @@ eval:
   metric: AP                      # best/ keeps the checkpoint with the highest value
   batch_size: 8
 
-overrides: {{}}                     # raw Model Garden params for experts, e.g. {{task: {{model: {{head: {{num_convs: 2}}}}}}}}
+{overrides}"""
+
+
+OVERRIDES = "overrides: {}                     # raw Model Garden params for experts, e.g. {task: {model: {head: {num_convs: 2}}}}\n"
+ANCHOR_OVERRIDES = """\
+overrides:                        # raw Model Garden params for experts
+  # Anchors fitted to your training boxes (k-means on their aspect ratios, the anchor size that
+  # matches most): {fitted} of the boxes have an anchor at IoU >= 0.5, against {default} with the
+  # preset's COCO anchors (size 4, ratios 0.5/1/2). Delete this to use those.
+  task: {{model: {{anchor: {anchor}}}}}
 """
-
-
+SCRATCH_PRESETS = ("retinanet-mobilenetv2-256", "retinanet-mobilenetv2-320")
+SMALLEST_OBJECT = 16  # px at the input: two cells of the finest level (stride 8)
 FINE_TUNE_STEPS = 2000
 FINE_TUNE_LR_FACTOR = LR_TOO_HIGH  # the most the pre-flight check allows above the linear rule
 COCO_CLASSES = 90  # the published detectors' heads: 90 COCO ids + background
@@ -75,18 +84,66 @@ def init_modules_for(entry: ZooEntry, classes: int) -> tuple[str, str]:
     )
 
 
+def choose_preset(data: Path) -> tuple[str, str]:
+    """The from-scratch preset for the dataset in `data`, and why: the smallest input at which
+    nine in ten training objects span at least SMALLEST_OBJECT pixels (smaller inputs train and
+    run faster)."""
+    import numpy as np
+
+    from tfod.config.anchors import training_box_sizes
+
+    for name in SCRATCH_PRESETS:
+        size = get_preset(name).input_size
+        sides = np.sqrt(np.prod(training_box_sizes(data, size), axis=1))
+        if not len(sides):
+            return name, "no training boxes to measure; the fastest preset"
+        small = float(np.quantile(sides, 0.1))
+        if small >= SMALLEST_OBJECT:
+            return name, (
+                f"at {size} px, 9 in 10 of your objects are {small:.0f} px or larger (enough "
+                f"from {SMALLEST_OBJECT} px)"
+            )
+    return SCRATCH_PRESETS[-1], (
+        f"1 in 10 of your objects is under {small:.0f} px even at {size} px: small for these "
+        "detectors; retinanet-spinenet49-mobile-384 sees them larger, if slower"
+    )
+
+
+def suggest_anchors(data: Path, preset: str) -> str:
+    """The overrides: section, with anchors fitted to the training boxes when they match at
+    least MIN_GAIN more of them than the preset's."""
+    from tfod.config.anchors import MIN_GAIN, fit_anchors, training_box_sizes
+
+    chosen = get_preset(preset)
+    sizes = training_box_sizes(data, chosen.input_size)
+    if not len(sizes):
+        return OVERRIDES
+    default, fitted = fit_anchors(sizes, chosen.min_level, chosen.max_level)
+    if fitted.recall < default.recall + MIN_GAIN:
+        return OVERRIDES
+    import json
+
+    return ANCHOR_OVERRIDES.format(
+        fitted=f"{fitted.recall:.0%}",
+        default=f"{default.recall:.0%}",
+        anchor=json.dumps(fitted.override()).replace('"', ""),
+    )
+
+
 def write_template(
     out: Path,
     data: Path,
-    preset: str,
+    preset: str | None,
     name: str | None,
     force: bool,
     pretrained: str | None = None,
 ) -> None:
     """Write a tfod.yaml for the dataset `data` to `out` (refusing to overwrite unless `force`).
 
-    With `pretrained` (a zoo name), the preset is the one matching that checkpoint and the
-    training section is a fine-tuning recipe.
+    Without `preset`, one is chosen for the dataset's object sizes (said in the file). From
+    scratch, anchors fitted to the training boxes are written when they match more of them. With
+    `pretrained` (a zoo name), the preset is the one matching that checkpoint and the training
+    section is a fine-tuning recipe.
     """
     if out.exists() and not force:
         raise TfodError("exists; pass --force to overwrite it", out)
@@ -99,7 +156,12 @@ def write_template(
         "learning_rate": "auto             # preset rate scaled linearly to the batch, with warmup",
         "warmup": "auto",
         "momentum": "auto             # batch-norm momentum fitted to the number of steps",
+        "preset_comment": "",
+        "overrides": OVERRIDES,
     }
+    if preset is None and pretrained is None:
+        preset, why = choose_preset(data)
+        fields["preset_comment"] = f"  # chosen for your data: {why}"
     if pretrained is not None:
         from tfod.data.convert import load_summary
         from tfod.zoo.catalog import get_entry
@@ -114,7 +176,10 @@ def write_template(
             modules_comment=f"  # {why}",
             recipe=RECIPE,
         )
+    assert preset is not None
     chosen = get_preset(preset)
+    if pretrained is None:
+        fields["overrides"] = suggest_anchors(data, chosen.name)
     if pretrained is not None:
         rate = FINE_TUNE_LR_FACTOR * linear_rule(chosen, chosen.batch_size)
         fields["learning_rate"] = f"{rate:.4g}"

@@ -1,0 +1,109 @@
+"""Anchors fitted to a dataset's boxes, as YOLO's autoanchor does, in Model Garden's terms.
+
+Model Garden's RetinaNet anchors at pyramid level l are `anchor_size * 2**l * 2**(i/num_scales)`
+pixels (i < num_scales) for each aspect ratio w/h. The presets use COCO's (anchor size 4, ratios
+0.5/1/2). `fit_anchors` clusters the training boxes' aspect ratios (k-means on log w/h) and picks
+the anchor size that matches the most boxes, scoring each candidate by best possible recall: the
+share of boxes whose best anchor overlaps them at IoU >= 0.5, the matcher's positive threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+POSITIVE_IOU = 0.5  # Model Garden's RetinaNet matcher: anchors at or above it learn the box
+ANCHOR_SIZES = (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
+COCO_RATIOS = (0.5, 1.0, 2.0)
+MIN_GAIN = 0.02  # the fitted anchors must match this many more boxes to be suggested
+
+
+@dataclass(frozen=True)
+class Anchors:
+    anchor_size: float
+    aspect_ratios: tuple[float, ...]
+    num_scales: int
+    recall: float  # best possible recall on the boxes it was scored on
+    mean_iou: float
+
+    def override(self) -> dict[str, object]:
+        """`overrides.task.model.anchor` for tfod.yaml."""
+        return {
+            "anchor_size": self.anchor_size,
+            "aspect_ratios": list(self.aspect_ratios),
+            "num_scales": self.num_scales,
+        }
+
+
+def anchor_shapes(
+    anchor_size: float,
+    ratios: Sequence[float],
+    num_scales: int,
+    min_level: int,
+    max_level: int,
+) -> np.ndarray:
+    """(N, 2) widths and heights of every anchor Model Garden generates, in input pixels."""
+    shapes = []
+    for level in range(min_level, max_level + 1):
+        for scale in range(num_scales):
+            base = anchor_size * 2**level * 2 ** (scale / num_scales)
+            shapes += [(base * r**0.5, base * r**-0.5) for r in ratios]
+    return np.asarray(shapes, dtype=np.float64)
+
+
+def score(boxes: np.ndarray, anchors: np.ndarray) -> tuple[float, float]:
+    """Best possible recall and mean best IoU of (M, 2) box sizes against (N, 2) anchor sizes
+    (both centred: how well the anchor's shape can fit, whatever the grid offset)."""
+    w, h = boxes[:, :1], boxes[:, 1:]
+    aw, ah = anchors[:, 0][None], anchors[:, 1][None]
+    inter = np.minimum(w, aw) * np.minimum(h, ah)
+    iou = inter / (w * h + aw * ah - inter)
+    best = iou.max(axis=1)
+    return float((best >= POSITIVE_IOU).mean()), float(best.mean())
+
+
+def kmeans_ratios(boxes: np.ndarray, k: int = 3, iterations: int = 50) -> tuple[float, ...]:
+    """k aspect ratios (w/h) clustering the boxes' log aspect ratios, rounded, ascending."""
+    logs = np.log(boxes[:, 0] / boxes[:, 1])
+    centres = np.quantile(logs, (np.arange(k) + 0.5) / k)
+    for _ in range(iterations):
+        nearest = np.abs(logs[:, None] - centres[None]).argmin(axis=1)
+        centres = np.array(
+            [logs[nearest == j].mean() if np.any(nearest == j) else centres[j] for j in range(k)]
+        )
+    return tuple(sorted({round(float(np.exp(c)), 2) for c in centres}))
+
+
+def fit_anchors(
+    boxes: np.ndarray, min_level: int, max_level: int, num_scales: int = 3
+) -> tuple[Anchors, Anchors]:
+    """The preset's COCO anchors and the best fitted ones for (M, 2) box sizes in input pixels."""
+    ratio_sets = [COCO_RATIOS, kmeans_ratios(boxes)]
+    candidates = []
+    for ratios in ratio_sets:
+        for size in ANCHOR_SIZES:
+            shapes = anchor_shapes(size, ratios, num_scales, min_level, max_level)
+            candidates.append(Anchors(size, ratios, num_scales, *score(boxes, shapes)))
+    default = next(a for a in candidates if a.anchor_size == 4.0 and a.aspect_ratios == COCO_RATIOS)
+    best = max(candidates, key=lambda a: (a.recall, a.mean_iou))
+    return default, best
+
+
+def training_box_sizes(data: Path, input_size: int) -> np.ndarray:
+    """(M, 2) sizes of the training boxes as the model sees them: the picture is scaled so its
+    longer side is `input_size` (Model Garden's parser), boxes with it."""
+    from tfod.data.convert import load_summary
+    from tfod.data.tfrecord import read_examples
+
+    shards = [data / s for s in load_summary(data)["splits"]["train"]["shards"]]
+    sizes = []
+    for example in read_examples(shards):
+        scale = input_size / max(example.width, example.height)
+        for x0, y0, x1, y1 in example.boxes:
+            w, h = (x1 - x0) * example.width * scale, (y1 - y0) * example.height * scale
+            if w > 0 and h > 0:
+                sizes.append((w, h))
+    return np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
