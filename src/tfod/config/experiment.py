@@ -14,6 +14,7 @@ from tfod.config.schema import TfodConfig
 from tfod.data.convert import VAL_COCO_JSON
 from tfod.errors import TfodError
 from tfod.train.budget import parse_duration, provisional_steps
+from tfod.train.ema import auto_decay
 
 # Batch-norm moving statistics average over ~1/(1 - momentum) steps. `auto` keeps that window
 # within 1/30 of the run; the pre-flight check refuses a window longer than 1/10 of it (measured:
@@ -45,6 +46,7 @@ class Plan:
     val_images: int
     dataset_fingerprint: str
     time_budget: float | None = None  # seconds (train.time); steps are then fitted to it
+    ema_decay: float | None = None  # train.ema: the weights' moving average
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +116,9 @@ def make_plan(
         val_images=int(summary.get("splits", {}).get("val", {}).get("images", 0)),
         dataset_fingerprint=str(summary.get("fingerprint", "")),
         time_budget=budget,
+        ema_decay=(
+            auto_decay(n_steps) if train.ema == "auto" else None if train.ema is None else train.ema
+        ),
     )
 
 
@@ -239,6 +244,7 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
                         "warmup_learning_rate": plan.learning_rate / 10,
                     },
                 },
+                **({"ema": {"average_decay": plan.ema_decay}} if plan.ema_decay else {}),
             },
         },
     }

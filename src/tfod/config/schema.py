@@ -82,6 +82,11 @@ class TrainSection(_Section):
         default="auto", description="batch-norm moving-average momentum; auto fits the run length"
     )
     augment: list[Augment] = Field(default_factory=lambda: list(DEFAULT_AUGMENT))
+    ema: Literal["auto"] | Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None,
+        description="an exponential moving average of the weights, evaluated and exported: its "
+        "decay, or auto (averaging over a tenth of the run); null: off",
+    )
     checkpoint_every: int | None = Field(default=None, gt=0)
     early_stop: EarlyStop | None = Field(default=None, description="stop when the metric plateaus")
     seed: int = 0

@@ -16,6 +16,7 @@ from tfod.console import console
 from tfod.errors import TfodError
 from tfod.evaluate.coco import Detector, coco_metrics
 from tfod.runs.rundir import EXPERIMENT_YAML, FINISHED, RunDir, damage, now
+from tfod.train.ema import read_weights
 
 Row = dict[str, Any]
 
@@ -74,14 +75,12 @@ class RunEvaluator:
 
     def evaluate(self, step: int, prefix: Path, restore: bool = True) -> Row:
         """Evaluate the checkpoint `prefix` (at `step`); `restore=False` uses the live model."""
-        import tensorflow as tf
 
         if restore:
             problem = damage(prefix)
             if problem is not None:
                 raise TfodError(f"checkpoint is damaged ({problem})", f"{prefix}.index")
-            status = tf.train.Checkpoint(model=self.model).read(str(prefix))
-            status.expect_partial().assert_existing_objects_matched()
+            read_weights(self.model, prefix, self.experiment)
         started = time.perf_counter()
         results = self.detector.detect()
         scores = coco_metrics(self.ground_truth, results)

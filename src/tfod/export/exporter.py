@@ -39,6 +39,7 @@ from tfod.errors import TfodError
 from tfod.evaluate.evaluator import dataset_dir, load_experiment
 from tfod.export import edgetpu
 from tfod.runs.rundir import RunDir, now, versions
+from tfod.train.ema import read_weights
 from tfod.train.qat import float_parent, is_qat
 
 EXPORT = "export"
@@ -205,8 +206,9 @@ def _artefact(path: Path, out: Path, **fields: Any) -> dict[str, Any]:
     }
 
 
-def serving_module(experiment: Any, input_type: str) -> Any:
-    """Model Garden's detection serving module for `experiment`: its QAT twin for a QAT run."""
+def serving_module(experiment: Any, input_type: str, prefix: Path) -> Any:
+    """Model Garden's detection serving module for `experiment` (its QAT twin for a QAT run)
+    holding the weights of checkpoint `prefix` (their moving averages if trained: train.ema)."""
     from official.vision.serving import detection
 
     module = detection.DetectionModule
@@ -215,7 +217,9 @@ def serving_module(experiment: Any, input_type: str) -> Any:
 
         module = export_module.DetectionModule
     size = [int(s) for s in experiment.task.model.input_size[:2]]
-    return module(experiment, batch_size=1, input_image_size=size, input_type=input_type)
+    served = module(experiment, batch_size=1, input_image_size=size, input_type=input_type)
+    read_weights(served.model, prefix, experiment)
+    return served
 
 
 def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> dict[str, Any]:
@@ -227,9 +231,9 @@ def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> d
         batch_size=1,
         input_image_size=size,
         params=experiment,
-        checkpoint_path=str(prefix),
+        checkpoint_path=None,  # read by serving_module: the weights' averages if trained (train.ema)
         export_dir=str(out / SAVED_MODEL),
-        export_module=serving_module(experiment, "image_tensor"),
+        export_module=serving_module(experiment, "image_tensor", prefix),
     )
     qat = is_qat(experiment.task)
     return _artefact(
@@ -277,8 +281,8 @@ def _tflite(
         with _nms_without_background():
             export_saved_model_lib.export_inference_graph(
                 input_type="tflite", batch_size=1, input_image_size=size,
-                params=experiment, checkpoint_path=str(prefix), export_dir=str(graph),
-                export_module=serving_module(experiment, "tflite"),
+                params=experiment, checkpoint_path=None, export_dir=str(graph),
+                export_module=serving_module(experiment, "tflite", prefix),
             )  # fmt: skip
         for quant in quants:
             method = "post-training" if quant == "int8" and not qat else None

@@ -117,9 +117,7 @@ def checkpoint_model(
 
     from tfod.export.exporter import serving_module
 
-    module = serving_module(experiment, "image_tensor")
-    status = tf.train.Checkpoint(model=module.model).read(str(prefix))
-    status.expect_partial().assert_existing_objects_matched()
+    module = serving_module(experiment, "image_tensor", prefix)
     serve = tf.function(module.serve, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
     return _ServingModel(name, serve, labels)
 

@@ -40,7 +40,7 @@ from tfod.runs.rundir import (
     versions,
 )
 from tfod.train import batch_size as batch_size_search
-from tfod.train import budget, qat
+from tfod.train import budget, ema, qat
 from tfod.train.cluster import Placement, make_strategy, read_tf_config, resolve
 
 
@@ -781,7 +781,9 @@ def _evaluate_inline(
         holder["evaluator"] = RunEvaluator(run, experiment, task, holder["runner"].trainer.model)
     evaluator = holder["evaluator"]
     _, prefix = run.checkpoint(str(step))
-    row: dict[str, Any] = evaluator.evaluate(step, prefix, restore=False)
+    optimizer = holder["runner"].trainer.optimizer
+    with ema.swapped_in(optimizer) if ema.uses_ema(experiment) else nullcontext():
+        row: dict[str, Any] = evaluator.evaluate(step, prefix, restore=False)
     m = row["metrics"]
     best = " [green](best)[/green]" if row.get("is_best") else ""
     bar.log(f"step {step}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}{best}")

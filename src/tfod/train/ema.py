@@ -1,0 +1,62 @@
+"""`train.ema`: an exponential moving average of the weights, evaluated and exported.
+
+Model Garden trains it (`optimizer_config.ema`: its EMA optimizer keeps the averages as the
+optimizer's `average` slots, saved in every checkpoint beside the raw weights, which resuming
+needs). Its trainer swaps them in for its own evaluation; everything in tfod that reads a
+checkpoint's weights (inline and `tfod eval`, `tfod export`, `tfod predict`) reads them through
+`read_weights`, which loads the averages when the run has them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+EMA_RUN_FRACTION = 10  # `auto` averages over about a tenth of the run
+EMA_DECAY_RANGE = (0.95, 0.9999)
+
+
+def auto_decay(steps: int) -> float:
+    """The decay whose averaging window (~1/(1-decay) steps) is a tenth of a `steps` run."""
+    low, high = EMA_DECAY_RANGE
+    return round(min(high, max(low, 1 - EMA_RUN_FRACTION / steps)), 5)
+
+
+def uses_ema(experiment: Any) -> bool:
+    return experiment.trainer.optimizer_config.ema is not None
+
+
+def read_weights(model: Any, prefix: Path, experiment: Any) -> None:
+    """Load checkpoint `prefix` into `model`: the weights' moving averages when `experiment`
+    trained them, else the weights (every model variable must be in the checkpoint)."""
+    import tensorflow as tf
+
+    status = tf.train.Checkpoint(model=model).read(str(prefix))
+    status.expect_partial().assert_existing_objects_matched()
+    if not uses_ema(experiment):
+        return
+    import tf_keras
+    from official.modeling import optimization
+
+    settings = experiment.trainer.optimizer_config.ema
+    averages = optimization.ExponentialMovingAverage(
+        tf_keras.optimizers.legacy.SGD(), trainable_weights_only=settings.trainable_weights_only
+    )
+    averages.shadow_copy(model)  # the `average` slots, filled from the checkpoint below
+    tf.train.Checkpoint(model=model, optimizer=averages).read(str(prefix)).expect_partial()
+    averages.assign_average_vars(model.variables)
+
+
+def swapped_in(optimizer: Any) -> Any:
+    """A context in which the live model holds the averaged weights (inline evaluation)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def swapped() -> Any:
+        optimizer.swap_weights()
+        try:
+            yield
+        finally:
+            optimizer.swap_weights()
+
+    return swapped()
