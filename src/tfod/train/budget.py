@@ -22,7 +22,7 @@ from tfod.errors import TfodError
 MIN_BUDGET_SECONDS = 60.0  # building and tracing a detector alone takes tens of seconds
 CALIBRATION_SHARE = 0.05  # of the budget spent measuring the steady rate (at most 30 s of it)
 CALIBRATION_MAX_SECONDS = 30.0
-CALIBRATION_MIN_LOOPS = 1  # steady loops after the first (which traces the graph); re-fits refine it
+CALIBRATION_MIN_LOOPS = 1  # steady loops after the first, which traces the graph
 EVAL_SHARE = 0.15  # of the remaining time that evaluations may take
 MAX_EVALUATIONS = 10
 TAIL_SECONDS = 5.0  # the last checkpoint, run.json and the plots

@@ -556,6 +556,7 @@ def _run(
     clock = budget.LoopClock(plan.time_budget or 0.0, job.started)
     schedule: budget.LiveSchedule
     eval_seconds = 0.0
+    timing = calibrate  # this session fits the end to the budget (a resumed timed run does not)
     tf_keras.utils.set_random_seed(config.train.seed)
     placement = job.placement
     if plan.batch_size % placement.replicas:  # the pre-flight check, again after an OOM halving
@@ -620,16 +621,13 @@ def _run(
             )
             replan(fitted, time_budget=record)
             raise Replanned
-        if plan.time_budget is not None and not calibrate and step < plan.steps:
+        if timing and not calibrate and step < plan.steps:
             end = clock.refit(step, plan.steps, plan.eval_every, plan.steps_per_loop, eval_seconds)
             if end != plan.steps:
                 replan(dataclasses.replace(plan, steps=end))
                 replanned = True
         out_of_time = (
-            not calibrate
-            and plan.time_budget is not None
-            and clock.elapsed() > plan.time_budget
-            and step < plan.steps
+            timing and not calibrate and clock.elapsed() > clock.budget and step < plan.steps
         )
         # Checkpoints at every evaluation point, whoever evaluates them (inline or `tfod eval
         # --watch` beside the trainer).
