@@ -83,6 +83,18 @@ class Detector:
                 on_batch(out["boxes"].shape[0])
         return results
 
+    def seconds_per_image(self, batches: int = 2) -> float:
+        """The steady cost of detection per validation image, timed on the first `batches`
+        batches (after the first evaluation has traced the model)."""
+        import time
+
+        dataset = self._task.build_inputs(self._experiment.task.validation_data)
+        images, started = 0, time.perf_counter()
+        for features, labels in dataset.take(batches):
+            out = self._infer(features, labels)
+            images += int(out["count"].shape[0])
+        return (time.perf_counter() - started) / max(1, images)
+
 
 def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
     """COCO box metrics and per-class AP of `results` against the COCO JSON `ground_truth`.

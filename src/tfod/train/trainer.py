@@ -611,9 +611,10 @@ def _run(
         replanned = False
         if calibrate and clock.calibrated_enough():
             manager.save(checkpoint_number=step, check_interval=False)
-            if inline_eval:  # the first evaluation traces the model; the second is the cost
-                _evaluate_inline(holder, run, experiment, task, step, bar)
-                eval_seconds = holder["evaluator"].time_detection()
+            if inline_eval:  # the first evaluation traces the model: a sample times the next
+                first = _evaluate_inline(holder, run, experiment, task, step, bar)
+                evaluator = holder["evaluator"]
+                eval_seconds = evaluator.time_detection(first["seconds"], plan.val_images)
             calibrate = False
             assert summary is not None
             fitted, record = _fit_to_budget(
