@@ -45,12 +45,21 @@ def test_preset_resolves_and_validates(name: str, demo_data: Path) -> None:
         assert task.model.decoder.type == "fpn"
 
 
-def test_auto_learning_rate_follows_the_linear_rule(demo_data: Path) -> None:
+def test_auto_learning_rate_scales_by_the_square_root_below_the_reference_batch(
+    demo_data: Path,
+) -> None:
+    from tfod.config.experiment import auto_rate
+    from tfod.config.presets import get_preset
+
+    preset = get_preset("retinanet-mobilenetv2-256")  # 0.32 at batch 256
+    assert auto_rate(preset, 8) == pytest.approx(0.04)  # sqrt gives 0.057: capped at 4x 0.01
+    assert auto_rate(preset, 64) == pytest.approx(0.16)  # sqrt: 2x the linear 0.08
+    assert auto_rate(preset, 256) == pytest.approx(0.32)
+    assert auto_rate(preset, 512) == pytest.approx(0.64)  # linear above the reference
     summary = load_summary(demo_data)
-    base = make_plan(smoke_config(demo_data, train={"batch_size": 4}), summary)
-    double = make_plan(smoke_config(demo_data, train={"batch_size": 8}), summary)
-    assert double.learning_rate == pytest.approx(2 * base.learning_rate)
-    assert 1 <= base.warmup_steps <= base.steps
+    plan = make_plan(smoke_config(demo_data, train={"batch_size": 4}), summary)
+    assert plan.learning_rate == pytest.approx(4 * plan.linear_rule_learning_rate)
+    assert 1 <= plan.warmup_steps <= plan.steps
 
 
 def test_auto_bn_momentum_fits_the_run_length(demo_data: Path) -> None:

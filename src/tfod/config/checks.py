@@ -13,14 +13,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from tfod.config.experiment import BN_MIN_RUN_FRACTION, Plan
+from tfod.config.experiment import AUTO_RATE_CAP, BN_MIN_RUN_FRACTION, Plan
 from tfod.config.schema import TfodConfig
 from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
 from tfod.errors import TfodError
 from tfod.train.budget import MIN_BUDGET_SECONDS
 from tfod.train.cluster import Placement
 
-LR_TOO_HIGH, LR_TOO_LOW = 4.0, 0.25  # factors of the linear-scaling rule
+LR_TOO_HIGH, LR_TOO_LOW = AUTO_RATE_CAP, 0.25  # factors of the linear-scaling rule
 SMALL_BN_BATCH = 8  # per replica; below it batch-norm statistics are noisy
 
 
@@ -81,7 +81,7 @@ def run_checks(
     rule = (
         f"the linear-scaling rule gives {plan.linear_rule_learning_rate:.4g} for the global batch "
         f"{plan.batch_size}{spread} (the preset's rate scaled by global batch/reference batch); "
-        "`learning_rate: auto` uses it"
+        "`learning_rate: auto` gives 1x to 4x that: more for small batches (square-root scaling)"
     )
     if ratio > LR_TOO_HIGH:
         error(

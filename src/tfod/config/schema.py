@@ -75,7 +75,9 @@ class TrainSection(_Section):
         "the schedule are fitted to end on time",
     )
     learning_rate: float | Literal["auto"] = Field(
-        default="auto", description="peak rate; auto = preset rate scaled linearly to the batch"
+        default="auto",
+        description="peak rate; auto = the preset's rate scaled to the batch: by the square root "
+        "below the preset's reference batch (at most 4x the linear rule), linearly above it",
     )
     warmup_steps: int | Literal["auto"] = "auto"
     norm_momentum: float | Literal["auto"] = Field(

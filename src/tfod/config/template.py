@@ -153,7 +153,7 @@ def write_template(
         "init_modules": "backbone",
         "modules_comment": "          # backbone | backbone+decoder | all (a head for other classes is re-initialised)",
         "recipe": "",
-        "learning_rate": "auto             # preset rate scaled linearly to the batch, with warmup",
+        "learning_rate": "auto             # preset rate scaled to the batch (square root below its own), with warmup",
         "warmup": "auto",
         "momentum": "auto             # batch-norm momentum fitted to the number of steps",
         "preset_comment": "",
