@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfod.config.anchors import COCO_RATIOS, anchor_shapes, fit_anchors, kmeans_ratios, score
+from tfod.config.anchors import anchor_shapes, fit_anchors, kmeans_ratios, score
+
+MOBILE = {"anchor_size": 3.0, "ratios": (0.5, 1.0, 2.0), "num_scales": 3}  # retinanet_mobile_coco
 
 
 def boxes(rng: np.random.Generator, n: int, sides: tuple[float, float], ratio: float) -> np.ndarray:
@@ -33,8 +35,8 @@ def test_anchor_shapes_follow_model_gardens_formula() -> None:
 def test_long_thin_boxes_get_anchors_that_cover_them() -> None:
     rng = np.random.default_rng(1)
     data = np.concatenate([boxes(rng, 400, (30, 60), 5.0), boxes(rng, 400, (30, 60), 0.2)])
-    default, fitted = fit_anchors(data, min_level=3, max_level=6)
-    assert default.aspect_ratios == COCO_RATIOS and default.anchor_size == 4.0
+    default, fitted = fit_anchors(data, 3, 6, **MOBILE)
+    assert default.aspect_ratios == (0.5, 1.0, 2.0) and default.anchor_size == 3.0
     assert default.recall < 0.5  # ratios 0.5-2 cannot reach IoU 0.5 with 5:1 boxes
     assert fitted.recall > 0.95
     assert min(fitted.aspect_ratios) < 0.3 and max(fitted.aspect_ratios) > 3.5
@@ -42,9 +44,9 @@ def test_long_thin_boxes_get_anchors_that_cover_them() -> None:
 
 def test_small_objects_get_smaller_anchors() -> None:
     rng = np.random.default_rng(2)
-    data = boxes(rng, 500, (8, 20), 1.0)  # below level 3's smallest COCO anchor (32 px)
-    default, fitted = fit_anchors(data, min_level=3, max_level=6)
-    assert fitted.anchor_size < 4.0
+    data = boxes(rng, 500, (8, 16), 1.0)  # below level 3's smallest anchor (3 x 8 = 24 px)
+    default, fitted = fit_anchors(data, 3, 6, **MOBILE)
+    assert fitted.anchor_size < 3.0
     assert fitted.recall > default.recall + 0.3
     assert score(data, anchor_shapes(fitted.anchor_size, fitted.aspect_ratios, 3, 3, 6))[0] == (
         fitted.recall
@@ -54,6 +56,6 @@ def test_small_objects_get_smaller_anchors() -> None:
 def test_coco_like_boxes_keep_the_coco_anchors_score() -> None:
     rng = np.random.default_rng(3)
     data = np.concatenate([boxes(rng, 300, (40, 200), r) for r in (0.5, 1.0, 2.0)])
-    default, fitted = fit_anchors(data, min_level=3, max_level=7)
+    default, fitted = fit_anchors(data, 3, 7, anchor_size=4.0, ratios=(0.5, 1.0, 2.0), num_scales=3)
     assert default.recall > 0.95
     assert fitted.recall >= default.recall

@@ -125,7 +125,7 @@ def test_init_fits_anchors_to_small_objects(tmp_path: Path) -> None:
     assert raw["model"]["preset"] == "retinanet-mobilenetv2-320"
     assert "spinenet49-mobile-384 sees them larger" in text
     anchor = raw["overrides"]["task"]["model"]["anchor"]
-    assert anchor["anchor_size"] < 4.0
+    assert anchor["anchor_size"] < 3.0  # the mobile presets' own anchor size
     assert "have an anchor at IoU >= 0.5, against" in text
     config = load_config(out)
     experiment = build_experiment(config, make_plan(config, load_summary(data)))

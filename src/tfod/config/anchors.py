@@ -1,8 +1,8 @@
 """Anchors fitted to a dataset's boxes, as YOLO's autoanchor does, in Model Garden's terms.
 
 Model Garden's RetinaNet anchors at pyramid level l are `anchor_size * 2**l * 2**(i/num_scales)`
-pixels (i < num_scales) for each aspect ratio w/h. The presets use COCO's (anchor size 4, ratios
-0.5/1/2). `fit_anchors` clusters the training boxes' aspect ratios (k-means on log w/h) and picks
+pixels (i < num_scales) for each aspect ratio w/h. The presets use their experiment's (ratios
+0.5/1/2, anchor size 3 for the mobile ones, 4 for ResNet-FPN). `fit_anchors` clusters the training boxes' aspect ratios (k-means on log w/h) and picks
 the anchor size that matches the most boxes, scoring each candidate by best possible recall: the
 share of boxes whose best anchor overlaps them at IoU >= 0.5, the matcher's positive threshold.
 """
@@ -17,7 +17,6 @@ import numpy as np
 
 POSITIVE_IOU = 0.5  # Model Garden's RetinaNet matcher: anchors at or above it learn the box
 ANCHOR_SIZES = (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
-COCO_RATIOS = (0.5, 1.0, 2.0)
 MIN_GAIN = 0.02  # the fitted anchors must match this many more boxes to be suggested
 
 
@@ -66,7 +65,8 @@ def score(boxes: np.ndarray, anchors: np.ndarray) -> tuple[float, float]:
 
 
 def kmeans_ratios(boxes: np.ndarray, k: int = 3, iterations: int = 50) -> tuple[float, ...]:
-    """k aspect ratios (w/h) clustering the boxes' log aspect ratios, rounded, ascending."""
+    """k aspect ratios (w/h) clustering the boxes' log aspect ratios, rounded, ascending (always
+    k of them: the head's size, and so a checkpoint's layout, depends on their number)."""
     logs = np.log(boxes[:, 0] / boxes[:, 1])
     centres = np.quantile(logs, (np.arange(k) + 0.5) / k)
     for _ in range(iterations):
@@ -74,22 +74,29 @@ def kmeans_ratios(boxes: np.ndarray, k: int = 3, iterations: int = 50) -> tuple[
         centres = np.array(
             [logs[nearest == j].mean() if np.any(nearest == j) else centres[j] for j in range(k)]
         )
-    return tuple(sorted({round(float(np.exp(c)), 2) for c in centres}))
+    return tuple(sorted(round(float(np.exp(c)), 2) for c in centres))
 
 
 def fit_anchors(
-    boxes: np.ndarray, min_level: int, max_level: int, num_scales: int = 3
+    boxes: np.ndarray,
+    min_level: int,
+    max_level: int,
+    anchor_size: float,
+    ratios: Sequence[float],
+    num_scales: int,
 ) -> tuple[Anchors, Anchors]:
-    """The preset's COCO anchors and the best fitted ones for (M, 2) box sizes in input pixels."""
-    ratio_sets = [COCO_RATIOS, kmeans_ratios(boxes)]
-    candidates = []
-    for ratios in ratio_sets:
-        for size in ANCHOR_SIZES:
-            shapes = anchor_shapes(size, ratios, num_scales, min_level, max_level)
-            candidates.append(Anchors(size, ratios, num_scales, *score(boxes, shapes)))
-    default = next(a for a in candidates if a.anchor_size == 4.0 and a.aspect_ratios == COCO_RATIOS)
-    best = max(candidates, key=lambda a: (a.recall, a.mean_iou))
-    return default, best
+    """The given (preset's) anchors and the best fitted ones, scored on (M, 2) box sizes in input
+    pixels; the fitted ones keep the number of scales and of ratios."""
+
+    def scored(size: float, candidate: tuple[float, ...]) -> Anchors:
+        shapes = anchor_shapes(size, candidate, num_scales, min_level, max_level)
+        return Anchors(size, candidate, num_scales, *score(boxes, shapes))
+
+    preset = scored(anchor_size, tuple(ratios))
+    fitted = kmeans_ratios(boxes, k=len(ratios))
+    candidates = [scored(s, r) for r in (tuple(ratios), fitted) for s in ANCHOR_SIZES]
+    best = max([preset, *candidates], key=lambda a: (a.recall, a.mean_iou))
+    return preset, best
 
 
 def training_box_sizes(data: Path, input_size: int) -> np.ndarray:

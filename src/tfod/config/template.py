@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfod import atomic
 from tfod.config.checks import LR_TOO_HIGH
-from tfod.config.experiment import linear_rule
+from tfod.config.experiment import experiment_name, linear_rule
 from tfod.config.presets import PRESETS, SMOKE_SUFFIX, get_preset
 from tfod.config.schema import parse_config
 from tfod.errors import TfodError
@@ -49,7 +49,7 @@ ANCHOR_OVERRIDES = """\
 overrides:                        # raw Model Garden params for experts
   # Anchors fitted to your training boxes (k-means on their aspect ratios, the anchor size that
   # matches most): {fitted} of the boxes have an anchor at IoU >= 0.5, against {default} with the
-  # preset's COCO anchors (size 4, ratios 0.5/1/2). Delete this to use those.
+  # preset's (size {size:g}, ratios {ratios}). Delete this to use those.
   task: {{model: {{anchor: {anchor}}}}}
 """
 SCRATCH_PRESETS = ("retinanet-mobilenetv2-256", "retinanet-mobilenetv2-320")
@@ -112,13 +112,24 @@ def choose_preset(data: Path) -> tuple[str, str]:
 def suggest_anchors(data: Path, preset: str) -> str:
     """The overrides: section, with anchors fitted to the training boxes when they match at
     least MIN_GAIN more of them than the preset's."""
+    from official.core import exp_factory
+
     from tfod.config.anchors import MIN_GAIN, fit_anchors, training_box_sizes
 
     chosen = get_preset(preset)
     sizes = training_box_sizes(data, chosen.input_size)
     if not len(sizes):
         return OVERRIDES
-    default, fitted = fit_anchors(sizes, chosen.min_level, chosen.max_level)
+    anchor = exp_factory.get_exp_config(experiment_name(chosen, qat=False)).task.model.anchor
+    anchor.override(chosen.model.get("anchor", {}))
+    default, fitted = fit_anchors(
+        sizes,
+        chosen.min_level,
+        chosen.max_level,
+        anchor.anchor_size,
+        list(anchor.aspect_ratios),
+        anchor.num_scales,
+    )
     if fitted.recall < default.recall + MIN_GAIN:
         return OVERRIDES
     import json
@@ -126,6 +137,8 @@ def suggest_anchors(data: Path, preset: str) -> str:
     return ANCHOR_OVERRIDES.format(
         fitted=f"{fitted.recall:.0%}",
         default=f"{default.recall:.0%}",
+        size=default.anchor_size,
+        ratios="/".join(f"{r:g}" for r in default.aspect_ratios),
         anchor=json.dumps(fitted.override()).replace('"', ""),
     )
 
