@@ -122,6 +122,12 @@ def test_init_then_validate_then_show(tmp_path: Path, demo_data: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "All pre-flight checks passed" in result.output and "norm_momentum" in result.output
 
+    timed = tmp_path / "timed.yaml"
+    timed.write_text(config.read_text().replace("  steps: 4\n", "  time: 5m\n"), encoding="utf-8")
+    result = runner.invoke(app, ["config", "validate", str(timed)])
+    assert result.exit_code == 0, result.output
+    assert "Time budget 5m: steps, warmup and evaluations above are provisional" in result.output
+
     result = runner.invoke(app, ["config", "show", str(config)])
     assert result.exit_code == 0, result.output
     import yaml

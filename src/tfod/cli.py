@@ -250,6 +250,11 @@ def config_validate(
     for key, value in plan.as_dict().items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
+    if plan.time_budget is not None:
+        console.print(
+            f"Time budget {cfg.train.time}: steps, warmup and evaluations above are provisional "
+            "(the run fits them to the budget after measuring its first steps; batch-norm momentum stays)"
+        )
     console.print(f"Strategy: {placement.describe(plan.batch_size)}")
     raise_on_errors(findings, console)
     console.print("[green]All pre-flight checks passed.[/green]")
