@@ -179,7 +179,7 @@ def test_out_of_memory_midway_halves_the_batch_and_resumes_from_the_checkpoint(
     assert state["plan"]["batch_size"] == 4
     written = yaml.safe_load((run.path / "experiment.yaml").read_text())
     assert written["task"]["train_data"]["global_batch_size"] == 4
-    assert state["plan"]["learning_rate"] == pytest.approx(0.32 * 4 / 256)
+    assert state["plan"]["learning_rate"] == pytest.approx(4 * 0.32 * 4 / 256)  # auto: 4x linear
     assert [r["step"] for r in run.metrics()] == [4, 8, 12]
     assert sorted(run.checkpoints()) == [4, 8, 12]
 
