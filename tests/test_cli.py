@@ -128,6 +128,11 @@ def test_init_then_validate_then_show(tmp_path: Path, demo_data: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Time budget 5m: steps, warmup and evaluations above are provisional" in result.output
 
+    result = runner.invoke(app, ["train", str(timed), "--steps", "3", "--time", "5m"])
+    assert isinstance(result.exception, TfodError) and "one or the other" in str(result.exception)
+    result = runner.invoke(app, ["train", str(timed), "--time", "soon"])
+    assert isinstance(result.exception, TfodError) and "not a duration" in str(result.exception)
+
     result = runner.invoke(app, ["config", "show", str(config)])
     assert result.exit_code == 0, result.output
     import yaml

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 from tests.conftest import smoke_config
 from tfod.config.schema import TrainSection
 from tfod.errors import TfodError
-from tfod.train.budget import Calibration, evaluations_between, fit, parse_duration
+from tfod.train.budget import (
+    Calibration,
+    LiveSchedule,
+    evaluations_between,
+    fit,
+    parse_duration,
+)
 from tfod.train.trainer import train
 
 
@@ -55,6 +61,14 @@ def test_a_budget_without_room_for_one_evaluation_says_how_much_is_needed() -> N
 def test_evaluations_between_counts_the_last_step() -> None:
     assert evaluations_between(40, 100, 30) == 3  # 60, 90 and the last step, 100
     assert evaluations_between(40, 90, 30) == 2  # 60, 90
+
+
+def test_a_schedule_replaced_by_overrides_is_refused() -> None:
+    class ConstantRate:
+        learning_rate = 0.01  # e.g. `overrides:` set a constant learning rate
+
+    with pytest.raises(TfodError, match=r"train.time: .*replaced that schedule"):
+        LiveSchedule(ConstantRate(), strategy=None)
 
 
 def test_a_budget_too_short_to_build_the_model_fails_before_training(

@@ -126,7 +126,14 @@ class LiveSchedule:
         import tensorflow as tf
 
         self.warmup = optimizer.learning_rate  # official.modeling.optimization.LinearWarmup
-        self.decay = self.warmup._after_warmup_lr_sched  # CosineDecayWithOffset
+        self.decay = getattr(self.warmup, "_after_warmup_lr_sched", self.warmup)  # the cosine
+        if not (hasattr(self.warmup, "_warmup_steps") and hasattr(self.decay, "decay_steps")):
+            raise TfodError(
+                "a time budget fits tfod's linear warmup and cosine schedule to the time; "
+                "`overrides:` replaced that schedule. Remove the learning-rate override or set "
+                "`train.steps`",
+                "train.time",
+            )
         with strategy.scope():
             self.warmup._warmup_steps = tf.Variable(
                 float(self.warmup._warmup_steps), trainable=False, name="tfod_warmup_steps"

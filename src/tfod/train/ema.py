@@ -9,6 +9,8 @@ checkpoint's weights (inline and `tfod eval`, `tfod export`, `tfod predict`) rea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +49,11 @@ def read_weights(model: Any, prefix: Path, experiment: Any) -> None:
     averages.assign_average_vars(model.variables)
 
 
-def swapped_in(optimizer: Any) -> Any:
+@contextmanager
+def swapped_in(optimizer: Any) -> Iterator[None]:
     """A context in which the live model holds the averaged weights (inline evaluation)."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def swapped() -> Any:
+    optimizer.swap_weights()
+    try:
+        yield
+    finally:
         optimizer.swap_weights()
-        try:
-            yield
-        finally:
-            optimizer.swap_weights()
-
-    return swapped()

@@ -177,7 +177,7 @@ def _train_worker(
         status = FINISHED
         try:
             with native_output_to(run.path / "train.log"), _stop_signals() as stop:
-                step, _ = _run(config, plan, experiment, run, stop, False, False, job)
+                step, _ = _run(config, plan, experiment, run, stop, False, False, job, summary)
         except StopRequested:
             status, step = "stopped", int(run.read().get("step", 0))
             console.print(f"{name}: stopped at step {step} with the chief")
@@ -293,8 +293,8 @@ def _train_locked(
                         inline_eval,
                         progress,
                         job,
-                        calibrate,
                         summary,
+                        calibrate,
                     )
                 break
             except Exception as err:
@@ -543,8 +543,8 @@ def _run(
     inline_eval: bool,
     progress: bool,
     job: _Job,
+    summary: dict[str, Any],
     calibrate: bool = False,
-    summary: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
     """Train until the plan's last step (or a stop). `calibrate`: a timed run measures its first
     loops, fits its plan to the time left (`tfod.train.budget`) and goes on with it."""
@@ -616,7 +616,6 @@ def _run(
                 evaluator = holder["evaluator"]
                 eval_seconds = evaluator.time_detection(first["seconds"], plan.val_images)
             calibrate = False
-            assert summary is not None
             fitted, record = _fit_to_budget(
                 config, summary, plan, clock.calibration(step, eval_seconds)
             )
