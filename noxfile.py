@@ -93,7 +93,8 @@ def lock(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def docker(session: nox.Session) -> None:
     """Build the images (base image made locally if it cannot be pulled) and run the container
-    tests: each image, a training into a volume, the evaluator, the exporter, `compose up`."""
+    tests: each image, `compose up` (trainer, evaluator, TensorBoard, exporter), the multi-worker
+    overlay, the zoo cache."""
     _install(session, "test")
     session.run("bash", "scripts/make_base_image.sh", external=True)
     session.run("bash", "scripts/build_images.sh", external=True)

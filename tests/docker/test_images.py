@@ -3,7 +3,6 @@ images first). Every test here needs a Docker Engine; none is skipped silently w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -114,32 +113,6 @@ def cat(client: Any, volumes: dict[str, Any], path: str) -> str:
     return run(client, "export", ["cat", path], entrypoint="", volumes=volumes)
 
 
-def test_train_evaluate_export_across_images_through_volumes(
-    client: Any, volumes: dict[str, Any]
-) -> None:
-    run(client, "export", ["data", "demo", "--out", "/data/dataset", "--n", "24"], volumes=volumes)
-    run(client, "train", ["demo", "--data", "/data/dataset", "--runs-dir", "/runs", "--steps", "4", "--no-eval"], volumes=volumes)  # fmt: skip
-    run(client, "export", ["eval", "/runs/demo", "--watch", "--timeout", "60"], volumes=volumes)
-    rows = [
-        json.loads(line) for line in cat(client, volumes, "/runs/demo/metrics.jsonl").splitlines()
-    ]
-    assert [r["step"] for r in rows] == [4] and "AP" in rows[0]["metrics"]
-
-    run(client, "export", ["export", "/runs/demo", "--quant", "fp32,int8", "--calibration-images", "4", "--verify"], volumes=volumes)  # fmt: skip
-    manifest = json.loads(cat(client, volumes, "/runs/demo/export/export.json"))
-    assert [a["file"] for a in manifest["artefacts"]] == [
-        "saved_model",
-        "model_fp32.tflite",
-        "model_int8.tflite",
-    ]
-    verified = json.loads(cat(client, volumes, "/runs/demo/export/verify.json"))
-    assert [r["name"] for r in verified["rows"]][1:] == [
-        "saved_model",
-        "model_fp32.tflite",
-        "model_int8.tflite",
-    ]
-
-
 def test_nox_runs_inside_the_test_image(client: Any) -> None:
     out = run(
         client,
@@ -167,6 +140,7 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
         "COMPOSE_PROJECT_NAME": project,
     }
     compose = [*_compose_command(), "-f", str(ROOT / "compose.yaml")]
+    runs = {f"{project}_runs": {"bind": "/runs", "mode": "ro"}}
 
     def call(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -181,10 +155,7 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
         first_ap = None
         while time.monotonic() - started < 900:
             try:
-                rows = client.containers.run(
-                    image("export"), ["cat", "/runs/demo/metrics.jsonl"], entrypoint="", remove=True,
-                    volumes={f"{project}_runs": {"bind": "/runs", "mode": "ro"}},
-                ).decode()  # fmt: skip
+                rows = cat(client, runs, "/runs/demo/metrics.jsonl")
             except Exception:  # not written yet
                 rows = ""
             if rows.strip():
@@ -212,20 +183,12 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).status == 200
 
         call("--profile", "export", "run", "--rm", "exporter")
-        manifest = json.loads(
-            client.containers.run(
-                image("export"),
-                ["cat", "/runs/demo/export/export.json"],
-                entrypoint="",
-                remove=True,
-                volumes={f"{project}_runs": {"bind": "/runs", "mode": "ro"}},
-            )
-        )
-        assert {a["file"] for a in manifest["artefacts"]} >= {
-            "model_int8.tflite",
-            "model_fp32.tflite",
-        }
+        manifest = json.loads(cat(client, runs, "/runs/demo/export/export.json"))
+        artefacts = ["saved_model", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"]
+        assert [a["file"] for a in manifest["artefacts"]] == artefacts
         assert manifest["verification"] == "verify.json"
+        verified = json.loads(cat(client, runs, "/runs/demo/export/verify.json"))
+        assert [r["name"] for r in verified["rows"]][1:] == artefacts
     finally:
         subprocess.run(
             [*compose, "--profile", "export", "down", "-v", "--remove-orphans"],
@@ -236,14 +199,10 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
         )
 
 
-LOSS_TOLERANCE = 0.10  # relative, per logged step: the two workers read different data shards
-
-
-def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
-    client: Any,
-) -> None:
+def test_compose_multiworker_trains_resumes_and_is_evaluated(client: Any) -> None:
     """compose.multiworker.yaml: a chief and a worker (CPU) train the demo to the end after a
-    stop, into one run folder that the evaluator scores; the loss matches one worker's."""
+    stop, into one run folder that the evaluator scores. (That two workers train like one is
+    tests/train/test_multiworker.py's: the same `tfod train` processes, without the images.)"""
     project = f"tfodmw{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "TFOD_DEMO_STEPS": "60", "COMPOSE_PROJECT_NAME": project}
     files = ["-f", str(ROOT / "compose.yaml"), "-f", str(ROOT / "compose.multiworker.yaml")]
@@ -304,36 +263,11 @@ def test_compose_multiworker_trains_resumes_matches_one_worker_and_is_evaluated(
 
         wait_for(lambda: 60 in scored(), "the evaluator scoring the last checkpoint", 600)
 
-        reference = f"{project}_reference"
-        client.volumes.create(reference)
-        data = {f"{project}_data": {"bind": "/data", "mode": "ro"}}
-        single = {**data, reference: {"bind": "/runs", "mode": "rw"}}  # the image's /runs: tfod's
-        run(client, "train", ["demo", "--data", "/data/dataset", "--runs-dir", "/runs", "--steps", "60", "--no-eval"], volumes=single)  # fmt: skip
-        both = {**runs, reference: {"bind": "/ref", "mode": "ro"}}
-        curves = json.loads(
-            run(
-                client, "export",
-                ["python", "-c", "import json; from pathlib import Path; "
-                 "from tfod.runs.plots import loss_history; from tfod.runs.rundir import RunDir; "
-                 "print(json.dumps([loss_history(RunDir(Path(p))) for p in "
-                 "('/runs/demo', '/ref/demo')]))"],
-                entrypoint="", volumes=both,
-            ).strip().splitlines()[-1]
-        )  # fmt: skip
-        two, one = (dict((int(s), v) for s, v in curve) for curve in curves)
-        common = sorted(set(two) & set(one))
-        assert len(common) >= 3 and common[-1] == 60, (two, one)
-        for step in common:
-            assert abs(two[step] - one[step]) <= LOSS_TOLERANCE * one[step], (step, two, one)
-        print(f"2 workers vs 1: loss {[round(two[s], 3) for s in common]} vs "
-              f"{[round(one[s], 3) for s in common]} at steps {common}")  # fmt: skip
     finally:
         subprocess.run(
             [*compose, "down", "-v", "--remove-orphans"], cwd=ROOT, env=env, capture_output=True,
             timeout=300,
         )  # fmt: skip
-        with contextlib.suppress(Exception):
-            client.volumes.get(f"{project}_reference").remove(force=True)
 
 
 def _service(client: Any, project: str, service: str) -> str:
