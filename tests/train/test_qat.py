@@ -31,6 +31,7 @@ AGREEMENT = 0.8
 """The QAT int8 TFLite finds at least this share of the fake-quantized checkpoint's boxes scoring
 above 0.05 on the validation images (IoU >= 0.6, score within 0.15): the fake-quant graph and
 TFLite's int8 kernels round differently, so a few weak boxes move."""
+VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,26 @@ def test_activation_ranges_are_fitted_not_left_at_their_start(qat_run: Path) -> 
     ]
     assert len(minima) > 10
     assert max(minima) <= 0 and min(minima) > -1.0, sorted(minima)[:5]
+
+
+def test_every_pyramid_level_has_its_own_head_ranges(qat_run: Path) -> None:
+    """Model Garden's QAT head shares one range per tensor across the pyramid levels, whose
+    values differ 100-fold, and clips the finest levels; tfod's head fits each level's own (for
+    the depthwise outputs, activations and predictions of both towers)."""
+    import tensorflow as tf
+
+    _, prefix = RunDir(qat_run).checkpoint("latest")
+    reader = tf.train.load_checkpoint(str(prefix))
+    names = [n for n in reader.get_variable_to_shape_map() if "OPTIMIZER" not in n]
+    # per level and tower: the convs' (depthwise output, activation), the prediction's
+    # (depthwise output, output)
+    for tensor in ("classnet/1/0", "classnet/1/1", "boxnet/1/1", "classnet/0/0/0", "boxnet/0/0/1"):
+        maxima = [
+            float(reader.get_tensor(f"head/_level_ranges/{i}/{tensor}/output_max/{VALUE}"))
+            for i in range(5)  # levels 3-7
+        ]
+        assert len(set(maxima)) > 1, (tensor, maxima)  # each fitted to its own level
+    assert not [n for n in names if n.startswith("head/_activation/")]  # no shared range left
 
 
 def test_runs_compare_shows_the_pair(qat_run: Path, float_parent: Path, capsys) -> None:  # type: ignore[no-untyped-def]

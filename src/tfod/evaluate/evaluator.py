@@ -42,6 +42,9 @@ def load_experiment(run: RunDir) -> Any:
         # The float weights QAT started from matter only to the trainer's first step; whoever
         # reads a QAT run restores its own checkpoint, whole, wherever the run folder now is.
         experiment.task.quantization.pretrained_original_checkpoint = None
+        from tfod.train import qat_head
+
+        qat_head.install()  # the head the run trained: its ranges are per pyramid level
     return experiment
 
 

@@ -26,11 +26,16 @@ def _qat_task_class() -> Any:
     fresh weights (measured: 32 of the FPN's 34 weights re-initialised; the QAT model scored AP 0.0
     before training and a 60-step QAT run of the demo lost a third of its AP). Model Garden's
     recipes retrain for hundreds of epochs and never notice. Here the float FPN's weights are
-    copied into the QAT FPN, layer by layer.
+    copied into the QAT FPN, layer by layer. Its head is tfod's, with activation ranges per
+    pyramid level (`tfod.train.qat_head`).
     """
     import tensorflow as tf
     from official.projects.qat.vision.modeling import factory
     from official.projects.qat.vision.tasks import retinanet as qat_retinanet
+
+    from tfod.train import qat_head
+
+    qat_head.install()
 
     class TfodQatRetinaNetTask(qat_retinanet.RetinaNetTask):  # type: ignore[misc]
         def build_model(self) -> Any:
