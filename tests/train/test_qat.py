@@ -135,7 +135,39 @@ def test_the_qat_model_starts_from_every_float_weight(float_parent: Path) -> Non
     floating = retinanet.RetinaNetTask(experiment.task).build_model()
     status = tf.train.Checkpoint(model=floating).read(str(prefix))
     status.expect_partial().assert_existing_objects_matched()
-    for part in ("backbone", "decoder", "head"):
+    _assert_every_float_weight_kept(floating, quantized, ("backbone", "decoder", "head"))
+
+
+def test_spinenet_mobile_is_built_for_qat_with_every_float_weight(
+    demo_data: Path, tmp_path: Path
+) -> None:
+    """The other QAT preset (its float run trained with Keras upsampling): Model Garden builds its
+    QAT model, with tfod's per-level head, from every float weight."""
+    import tensorflow as tf
+    from official.vision.tasks import retinanet
+
+    from tfod.config.presets import SPINENET_QAT_OVERRIDE
+    from tfod.train.task import make_task
+
+    config = smoke_config(
+        demo_data,
+        model={"preset": "retinanet-spinenet49-mobile-384-smoke"},
+        overrides=SPINENET_QAT_OVERRIDE,
+    ).model_copy(update={"qat": QatSection(parent=demo_data)})
+    experiment = build_experiment(config, make_plan(config, load_summary(demo_data)))
+    floating = retinanet.RetinaNetTask(experiment.task).build_model()
+    floating(tf.zeros([1, *experiment.task.model.input_size]), training=False)
+    prefix = tf.train.Checkpoint(model=floating, **floating.checkpoint_items).write(
+        str(tmp_path / "float")
+    )
+    experiment.task.quantization.pretrained_original_checkpoint = prefix
+    quantized = make_task(experiment.task).build_model()
+    assert type(quantized.head).__name__ == "LevelRangedRetinaNetHead"
+    _assert_every_float_weight_kept(floating, quantized, ("backbone", "head"))
+
+
+def _assert_every_float_weight_kept(floating: Any, quantized: Any, parts: tuple[str, ...]) -> None:
+    for part in parts:
         have = {np.round(w.numpy(), 6).tobytes() for w in getattr(quantized, part).weights}
         lost = [
             w.name
