@@ -91,11 +91,13 @@ def test_unsupported_preset_gets_the_preflight_error(smoke_run: Path, capsys) ->
 
 def test_a_qat_section_on_another_preset_fails_the_preflight_checks(demo_data: Path) -> None:
     summary = load_summary(demo_data)
-    for preset, problem in (
-        ("retinanet-resnet50-fpn-640-smoke", "QAT supports"),
-        ("retinanet-spinenet49-mobile-384-smoke", "use_keras_upsampling_2d"),
+    no_separable = {"task": {"model": {"head": {"use_separable_conv": False}}}}
+    for preset, overrides, problem in (
+        ("retinanet-resnet50-fpn-640-smoke", {}, "QAT supports"),
+        ("retinanet-spinenet49-mobile-384-smoke", {}, "use_keras_upsampling_2d"),
+        (QAT_SMOKE, no_separable, "remove the overrides of task.model.head"),
     ):
-        config = smoke_config(demo_data, model={"preset": preset}).model_copy(
+        config = smoke_config(demo_data, model={"preset": preset}, overrides=overrides).model_copy(
             update={"qat": QatSection(parent=demo_data)}
         )
         plan = make_plan(config, summary)

@@ -237,3 +237,10 @@ def _check_qat(config: TfodConfig, experiment: Any, error: Any) -> None:
     problem = qat.spinenet_problem(experiment)
     if problem:
         error("overrides", problem)
+    head = experiment.task.model.head
+    if not head.use_separable_conv or head.attribute_heads:
+        error(
+            "overrides",
+            "quantization-aware training builds the RetinaNet head with separable convs and no "
+            "attribute heads only: remove the overrides of task.model.head",
+        )

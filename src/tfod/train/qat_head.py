@@ -24,9 +24,8 @@ tensors.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
-
-_INSTALLED: list[Any] = []
 
 
 def install() -> None:
@@ -34,17 +33,18 @@ def install() -> None:
     evaluator's task, the QAT serving module). Idempotent."""
     from official.projects.qat.vision.modeling.heads import dense_prediction_heads as heads
 
-    if not _INSTALLED:
-        _INSTALLED.append(_head_class(heads.RetinaNetHeadQuantized))
-    heads.RetinaNetHeadQuantized = _INSTALLED[0]
+    heads.RetinaNetHeadQuantized = _head_class()
 
 
-def _head_class(base: type) -> type:
+@functools.cache
+def _head_class() -> type:
     import tensorflow_model_optimization as tfmot  # type: ignore[import-untyped]
     import tf_keras
     from official.modeling import tf_utils
+    from official.projects.qat.vision.modeling.heads import dense_prediction_heads as heads
     from official.projects.qat.vision.quantization import configs, helper
 
+    base = heads.RetinaNetHeadQuantized  # Model Garden's: read once, before install() replaces it
     wrap = tfmot.quantization.keras.QuantizeWrapperV2
 
     class SeparableConvWithoutRanges(helper.SeparableConv2DQuantized):  # type: ignore[misc]
@@ -68,19 +68,15 @@ def _head_class(base: type) -> type:
                 configs.Default8BitConvQuantizeConfig(["kernel"], [], False),
             )
 
-    class LevelRangedRetinaNetHead(base):  # type: ignore[misc]
+    class LevelRangedRetinaNetHead(base):  # type: ignore[misc,valid-type]
         """`RetinaNetHeadQuantized` with one set of activation ranges per pyramid level."""
 
         def build(self, input_shape: Any) -> None:
             config = self._config_dict
-            if not config["use_separable_conv"] or config["attribute_heads"]:
-                raise ValueError("tfod's QAT head needs separable convs and no attribute heads")
             original = helper.SeparableConv2DQuantized
             helper.SeparableConv2DQuantized = SeparableConvWithoutRanges
-            try:
-                super().build(
-                    input_shape
-                )  # the shared convs, per-level norms: Model Garden's order
+            try:  # the shared convs and per-level norms, in Model Garden's order
+                super().build(input_shape)
             finally:
                 helper.SeparableConv2DQuantized = original
 
