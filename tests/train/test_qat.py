@@ -272,6 +272,34 @@ def test_qat_tflite_is_full_integer_and_detects_what_the_qat_checkpoint_does(
     assert _agreement(fake_quant, model, qat_run) >= AGREEMENT
 
 
+def test_the_levels_meet_in_a_range_that_holds_every_level(qat_run: Path) -> None:
+    """The post-processing op reads every level's predictions concatenated, in one int8 scale.
+    Left to itself the converter picks one level's range (it took level 7's, capping level 3's
+    scores); the export gives the concatenation the union of the levels' trained ranges."""
+    import tensorflow as tf
+
+    _, prefix = RunDir(qat_run).checkpoint("best")
+    reader = tf.train.load_checkpoint(str(prefix))
+    interpreter = TFLiteModel(qat_run / "export" / "model_int8.tflite")._interpreter
+    tensors = interpreter.get_tensor_details()
+    concatenated = {}  # channels (3: class scores of the demo's 3 classes; 4: boxes) -> range
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "CONCATENATION":
+            out = tensors[op["outputs"][0]]
+            scale, zero = out["quantization"]
+            concatenated[int(out["shape"][-1])] = (
+                scale * (-128 - zero),
+                scale * (127 - zero),
+                scale,
+            )
+    for net, channels in (("classnet", 3), ("boxnet", 4)):
+        low, high, step = concatenated[channels]  # int8 nudges a range by up to half a step
+        for i in range(5):  # levels 3-7
+            level = f"head/_level_ranges/{i}/{net}/1/1/output_"
+            assert low <= float(reader.get_tensor(f"{level}min/{VALUE}")) + step, (net, i)
+            assert high >= float(reader.get_tensor(f"{level}max/{VALUE}")) - step, (net, i)
+
+
 def test_integer_input_detects_what_float_input_does(qat_run: Path, tmp_path: Path) -> None:
     """`--io uint8`: integer input, float outputs (num_detections does not saturate)."""
     from tfod.export.exporter import export

@@ -41,6 +41,7 @@ from tfod.export import edgetpu
 from tfod.runs.rundir import RunDir, now, versions
 from tfod.train.ema import read_weights
 from tfod.train.qat import float_parent, is_qat
+from tfod.train.qat_head import prediction_ranges
 
 EXPORT = "export"
 EXPORT_JSON = "export.json"
@@ -278,11 +279,13 @@ def _tflite(
     artefacts = []
     try:
         say(f"TFLite graph of {prefix.name} (TFLite detection post-processing op)")
-        with _nms_without_background():
+        served = serving_module(experiment, "tflite", prefix)
+        ranges = prediction_ranges(served.model.head) if qat else None
+        with _nms_without_background(ranges):
             export_saved_model_lib.export_inference_graph(
                 input_type="tflite", batch_size=1, input_image_size=size,
                 params=experiment, checkpoint_path=None, export_dir=str(graph),
-                export_module=serving_module(experiment, "tflite", prefix),
+                export_module=served,
             )  # fmt: skip
         for quant in quants:
             method = "post-training" if quant == "int8" and not qat else None
@@ -358,26 +361,39 @@ def _calibration_experiment(run: RunDir) -> Any:
 
 
 @contextlib.contextmanager
-def _nms_without_background() -> Iterator[None]:
-    """Hand Model Garden's TFLite NMS op the real classes only (no background column)."""
+def _nms_without_background(
+    ranges: dict[str, tuple[float, float]] | None = None,
+) -> Iterator[None]:
+    """Hand Model Garden's TFLite NMS op the real classes only (no background column).
+
+    `ranges`: a QAT model's union of the levels' prediction ranges (tfod.train.qat_head.
+    prediction_ranges), into which every level is fake-quantized before the concatenation, so the
+    converter requantizes each level into it rather than into one level's range. (Right after the
+    level's own fake-quantization or a reshape, a second one breaks the converter's same-scale
+    rule; after a slice it is a requantize op.)"""
     import tensorflow as tf
     from official.vision.modeling.layers import detection_generator as module
 
     original = module._generate_detections_tflite
+
+    def per_anchor(raw: Any, anchors: int, first: int, name: str) -> Any:
+        """`raw`'s channels from `first` on, for each anchor (and in `ranges[name]`)."""
+        height, width, channels = raw.get_shape().as_list()[1:]
+        per = channels // anchors
+        kept = tf.reshape(raw, [-1, height, width, anchors, per])[..., first:per]
+        if ranges is not None:
+            low, high = ranges[name]
+            kept = tf.quantization.fake_quant_with_min_max_args(kept, min=low, max=high)
+        return tf.reshape(kept, [-1, height, width, anchors * (per - first)])
 
     def without_background(
         raw_boxes: Any, raw_scores: Any, anchor_boxes: Any, config: Any, *args: Any, **kw: Any
     ) -> Any:
         levels = sorted(raw_scores, key=int)
         anchors = raw_boxes[levels[0]].get_shape().as_list()[-1] // 4
-        scores = {}
-        for level in levels:
-            logits = raw_scores[level]
-            height, width, channels = logits.get_shape().as_list()[1:]
-            per_anchor = tf.reshape(logits, [-1, height, width, anchors, channels // anchors])
-            scores[level] = tf.reshape(
-                per_anchor[..., 1:], [-1, height, width, anchors * (channels // anchors - 1)]
-            )
+        scores = {level: per_anchor(raw_scores[level], anchors, 1, "scores") for level in levels}
+        if ranges is not None:
+            raw_boxes = {lv: per_anchor(raw_boxes[lv], anchors, 0, "boxes") for lv in levels}
         return original(raw_boxes, scores, anchor_boxes, config, *args, **kw)
 
     module._generate_detections_tflite = without_background

@@ -36,6 +36,25 @@ def install() -> None:
     heads.RetinaNetHeadQuantized = _head_class()
 
 
+def prediction_ranges(head: Any) -> dict[str, tuple[float, float]]:
+    """The union of the pyramid levels' trained output ranges, for the class logits ("scores")
+    and the box deltas ("boxes") of a built `LevelRangedRetinaNetHead`.
+
+    TFLite's detection post-processing takes every level's predictions concatenated, and an int8
+    concatenation has one scale. The converter requantizes the levels into the range of one of
+    them, picked by position: measured, level 7's logits range, which ends at 0.15 where level 3's
+    reaches 1.0, so every level-3 score was capped at sigmoid(0.15) = 0.54. The export rounds
+    each level into this union instead (see tfod.export.exporter)."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for net, name in (("classnet", "scores"), ("boxnet", "boxes")):
+        bounds = [level[net][1][1]._output_quantizer_vars for level in head._level_ranges]
+        ranges[name] = (
+            min(float(b["min_var"].numpy()) for b in bounds),
+            max(float(b["max_var"].numpy()) for b in bounds),
+        )
+    return ranges
+
+
 @functools.cache
 def _head_class() -> type:
     import tensorflow_model_optimization as tfmot  # type: ignore[import-untyped]
