@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tensorflow as tf
 from tests.conftest import smoke_config
 from tfod.config.experiment import make_plan
 from tfod.data.convert import load_summary
+from tfod.errors import TfodError
 from tfod.evaluate.evaluator import RunEvaluator, load_experiment
 from tfod.runs.rundir import RunDir
 from tfod.train.ema import auto_decay, read_weights
@@ -114,3 +116,20 @@ def test_export_serves_the_averages(ema_run: RunDir) -> None:
     assert len(changed) > 20
     for key, average in changed.items():  # the SavedModel names its variables its own way
         assert served(average) and not served(raw.get_tensor(key)), key
+
+
+def test_a_checkpoint_of_another_layout_is_named_in_a_clear_error(tmp_path: Path) -> None:
+    """`tfod export/verify/predict/eval` of a run whose checkpoint lacks weights of the model
+    (e.g. a QAT run from before the per-level QAT head): a TfodError naming the checkpoint."""
+    import tf_keras
+
+    old = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
+    prefix = tf.train.Checkpoint(model=old).write(str(tmp_path / "ckpt-1"))
+    new = tf_keras.Sequential(
+        [tf_keras.layers.Dense(2, input_shape=(3,)), tf_keras.layers.Dense(1)]
+    )
+    experiment = SimpleNamespace(
+        trainer=SimpleNamespace(optimizer_config=SimpleNamespace(ema=None))
+    )
+    with pytest.raises(TfodError, match=r"ckpt-1: the checkpoint does not hold every weight"):
+        read_weights(new, Path(prefix), experiment)

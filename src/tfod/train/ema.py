@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tfod.errors import TfodError
+
 EMA_RUN_FRACTION = 10  # `auto` averages over about a tenth of the run
 EMA_DECAY_RANGE = (0.95, 0.9999)
 
@@ -30,11 +32,23 @@ def uses_ema(experiment: Any) -> bool:
 
 def read_weights(model: Any, prefix: Path, experiment: Any) -> None:
     """Load checkpoint `prefix` into `model`: the weights' moving averages when `experiment`
-    trained them, else the weights (every model variable must be in the checkpoint)."""
+    trained them, else the weights (every model variable must be in the checkpoint).
+
+    Raises:
+        TfodError: the checkpoint lacks some of the model's variables (made by another layout,
+            e.g. a QAT run trained before tfod's per-level QAT head).
+    """
     import tensorflow as tf
 
     status = tf.train.Checkpoint(model=model).read(str(prefix))
-    status.expect_partial().assert_existing_objects_matched()
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as err:
+        raise TfodError(
+            f"{prefix}: the checkpoint does not hold every weight of the model this run builds "
+            f"({str(err).split(': [')[0].split('. ')[0]}): it was written for another layout. A "
+            "QAT run trained before tfod's per-level QAT head needs `tfod qat PARENT` again"
+        ) from None
     if not uses_ema(experiment):
         return
     import tf_keras

@@ -42,7 +42,7 @@ def prediction_ranges(head: Any) -> dict[str, tuple[float, float]]:
 
     TFLite's detection post-processing takes every level's predictions concatenated, and an int8
     concatenation has one scale. The converter requantizes the levels into the range of one of
-    them, picked by position: measured, level 7's logits range, which ends at 0.15 where level 3's
+    them: measured, level 7's logits range, which ends at 0.15 where level 3's
     reaches 1.0, so every level-3 score was capped at sigmoid(0.15) = 0.54. The export rounds
     each level into this union instead (see tfod.export.exporter)."""
     ranges: dict[str, tuple[float, float]] = {}
