@@ -1,9 +1,11 @@
 """Float vs. post-training int8 vs. QAT int8: AP, ΔAP, size and latency, side by side.
 
 Usage: python bench/qat_bench.py [--steps 600] [--qat-steps 0] [--datasets demo,hard]
+[--preset retinanet-mobilenetv2-ssd-256]
 
-For each generated dataset: a float run of `retinanet-mobilenetv2-ssd-256` (the QAT-capable
-preset) trained from scratch with the demo's recipe; `tfod qat` of it (default length: a tenth);
+For each generated dataset: a float run of a QAT-capable preset (`retinanet-mobilenetv2-ssd-256`,
+ReLU6 activations, by default; `retinanet-spinenet49-mobile-384` has unbounded swish ones) trained
+from scratch with the demo's recipe; `tfod qat` of it (default length: a tenth);
 `tfod export` of the QAT run, which also builds the float parent's post-training int8 (calibrated
 on 200 training images, float input); and, to find where post-training int8 breaks, the float
 run exported again with 1 calibration image and uint8 input. `tfod verify` scores all of them on
@@ -28,6 +30,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from tfod.config.presets import SPINENET_QAT_OVERRIDE, qat_presets
 from tfod.data.convert import ConvertOptions, convert
 from tfod.data.demo import make_demo, write_scenes
 from tfod.export.exporter import export
@@ -36,7 +39,7 @@ from tfod.train.demo import DEMO_BATCH, DEMO_IMAGES, DEMO_LEARNING_RATE, demo_co
 from tfod.train.qat import qat_config
 from tfod.train.trainer import train
 
-PRESET = "retinanet-mobilenetv2-ssd-256"
+DEFAULT_PRESET = "retinanet-mobilenetv2-ssd-256"
 
 
 def hard_dataset(root: Path, n: int, seed: int) -> Path:
@@ -56,13 +59,16 @@ def hard_dataset(root: Path, n: int, seed: int) -> Path:
 
 
 def bench_dataset(
-    name: str, data: Path, runs: Path, steps: int, qat_steps: int | None
+    name: str, data: Path, runs: Path, preset: str, steps: int, qat_steps: int | None
 ) -> tuple[list[dict[str, object]], dict[str, float]]:
     """Train, QAT, export and verify one dataset; (verification rows, minutes per stage)."""
     minutes: dict[str, float] = {}
     clock = time.perf_counter()
-    config = demo_config(data, steps).model_copy(update={"name": name})
-    config = config.model_copy(update={"model": config.model.model_copy(update={"preset": PRESET})})
+    config = demo_config(data, steps)
+    model = config.model.model_copy(update={"preset": preset})
+    # SpineNet-Mobile's QAT needs its float parent built with Keras upsampling layers.
+    overrides = SPINENET_QAT_OVERRIDE if "spinenet" in preset else {}
+    config = config.model_copy(update={"name": name, "model": model, "overrides": overrides})
     parent = train(config, runs, progress=False).run
     minutes["float"] = (time.perf_counter() - clock) / 60
 
@@ -93,6 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="float training steps")
     parser.add_argument("--qat-steps", type=int, default=0, help="0: tfod qat's default")
     parser.add_argument("--datasets", default="demo,hard")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=qat_presets())
     args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="tfod-qat-bench-") as tmp:
@@ -104,10 +111,10 @@ def main() -> None:
             else:
                 data = hard_dataset(root / "hard-src", DEMO_IMAGES, seed=11)
             rows, minutes = bench_dataset(
-                name, data, root / "runs", args.steps, args.qat_steps or None
+                name, data, root / "runs", args.preset, args.steps, args.qat_steps or None
             )
             table = Table(
-                title=f"{name}: float {args.steps} steps (batch {DEMO_BATCH}, lr "
+                title=f"{name}: {args.preset}, float {args.steps} steps (batch {DEMO_BATCH}, lr "
                 f"{DEMO_LEARNING_RATE}), then QAT; {os.cpu_count()} cores; minutes: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items())
             )

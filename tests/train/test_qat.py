@@ -137,18 +137,21 @@ def test_the_qat_model_starts_from_every_float_weight(float_parent: Path) -> Non
     floating = retinanet.RetinaNetTask(experiment.task).build_model()
     status = tf.train.Checkpoint(model=floating).read(str(prefix))
     status.expect_partial().assert_existing_objects_matched()
-    _assert_every_float_weight_kept(floating, quantized, ("backbone", "decoder", "head"))
+    _assert_every_weight_kept(floating, quantized, ("backbone", "decoder", "head"))
 
 
 def test_spinenet_mobile_is_built_for_qat_with_every_float_weight(
     demo_data: Path, tmp_path: Path
 ) -> None:
     """The other QAT preset (its float run trained with Keras upsampling): Model Garden builds its
-    QAT model, with tfod's per-level head, from every float weight."""
+    QAT model, with tfod's per-level head, from every float weight; and export, verify and predict
+    serve its QAT checkpoint (Model Garden's QAT serving module stopped with "Not enought original
+    model weights": it never called the float model, and SpineNet-Mobile's head had no weights)."""
     import tensorflow as tf
     from official.vision.tasks import retinanet
 
     from tfod.config.presets import SPINENET_QAT_OVERRIDE
+    from tfod.export.exporter import serving_module
     from tfod.train.task import make_task
 
     config = smoke_config(
@@ -165,18 +168,25 @@ def test_spinenet_mobile_is_built_for_qat_with_every_float_weight(
     experiment.task.quantization.pretrained_original_checkpoint = prefix
     quantized = make_task(experiment.task).build_model()
     assert type(quantized.head).__name__ == "LevelRangedRetinaNetHead"
-    _assert_every_float_weight_kept(floating, quantized, ("backbone", "head"))
+    _assert_every_weight_kept(floating, quantized, ("backbone", "head"))
+
+    trained = tf.train.Checkpoint(model=quantized).write(str(tmp_path / "qat"))
+    experiment.task.quantization.pretrained_original_checkpoint = None  # as every reader has it
+    served = serving_module(experiment, "tflite", Path(trained)).model
+    assert type(served.head).__name__ == "LevelRangedRetinaNetHead"
+    _assert_every_weight_kept(quantized, served, ("backbone", "head"))
 
 
-def _assert_every_float_weight_kept(floating: Any, quantized: Any, parts: tuple[str, ...]) -> None:
+def _assert_every_weight_kept(source: Any, target: Any, parts: tuple[str, ...]) -> None:
+    """Every weight of `source`'s parts is, value for value, among `target`'s."""
     for part in parts:
-        have = {np.round(w.numpy(), 6).tobytes() for w in getattr(quantized, part).weights}
+        have = {np.round(w.numpy(), 6).tobytes() for w in getattr(target, part).weights}
         lost = [
             w.name
-            for w in getattr(floating, part).weights
+            for w in getattr(source, part).weights
             if np.round(w.numpy(), 6).tobytes() not in have
         ]
-        assert not lost, f"{part}: {len(lost)} float weights not in the QAT model: {lost[:5]}"
+        assert not lost, f"{part}: {len(lost)} weights not in the other model: {lost[:5]}"
 
 
 def test_activation_ranges_are_fitted_not_left_at_their_start(qat_run: Path) -> None:

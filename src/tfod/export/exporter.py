@@ -212,15 +212,26 @@ def serving_module(experiment: Any, input_type: str, prefix: Path) -> Any:
     holding the weights of checkpoint `prefix` (their moving averages if trained: train.ema)."""
     from official.vision.serving import detection
 
-    module = detection.DetectionModule
-    if is_qat(experiment.task):
-        from official.projects.qat.vision.serving import export_module
-
-        module = export_module.DetectionModule
+    module = _qat_detection_module() if is_qat(experiment.task) else detection.DetectionModule
     size = [int(s) for s in experiment.task.model.input_size[:2]]
     served = module(experiment, batch_size=1, input_image_size=size, input_type=input_type)
     read_weights(served.model, prefix, experiment)
     return served
+
+
+@functools.cache
+def _qat_detection_module() -> type:
+    """Model Garden's QAT detection serving module, its model built as the QAT task builds it."""
+    from official.projects.qat.vision.serving import export_module
+    from official.vision.serving import detection
+
+    from tfod.train.task import quantize
+
+    class QatDetectionModule(export_module.DetectionModule):  # type: ignore[misc]
+        def _build_model(self) -> Any:
+            return quantize(detection.DetectionModule._build_model(self), self.params.task)
+
+    return QatDetectionModule
 
 
 def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> dict[str, Any]:

@@ -29,25 +29,37 @@ def _qat_task_class() -> Any:
     copied into the QAT FPN, layer by layer. Its head is tfod's, with activation ranges per
     pyramid level (`tfod.train.qat_head`).
     """
+    from official.projects.qat.vision.tasks import retinanet as qat_retinanet
+
+    class TfodQatRetinaNetTask(qat_retinanet.RetinaNetTask):  # type: ignore[misc]
+        def build_model(self) -> Any:
+            return quantize(retinanet.RetinaNetTask.build_model(self), self.task_config)
+
+    return TfodQatRetinaNetTask
+
+
+def quantize(model: Any, task_config: Any) -> Any:
+    """The fake-quantized twin of the float RetinaNet `model` (Model Garden's QAT factory, tfod's
+    per-level head), holding the float weights of `quantization.pretrained_original_checkpoint`
+    when it names one.
+
+    The float model is called once first: Model Garden copies the float head's weights into the
+    QAT head, and a head that was never called has none. Model Garden's QAT serving module skips
+    that call, which MobileNetV2's FPN happens to make while building and SpineNet-Mobile does
+    not: exporting, verifying or predicting a SpineNet-Mobile QAT run stopped with "Not enought
+    original model weights" (the export's QAT serving module builds its model here too).
+    """
     import tensorflow as tf
     from official.projects.qat.vision.modeling import factory
-    from official.projects.qat.vision.tasks import retinanet as qat_retinanet
 
     from tfod.train import qat_head
 
     qat_head.install()
-
-    class TfodQatRetinaNetTask(qat_retinanet.RetinaNetTask):  # type: ignore[misc]
-        def build_model(self) -> Any:
-            config = self.task_config
-            model = retinanet.RetinaNetTask.build_model(self)  # the float model
-            model(tf.zeros([1, *config.model.input_size]), training=True)
-            quantized = factory.build_qat_retinanet(model, config.quantization, config.model)
-            if config.quantization.quantize_detection_decoder:
-                copy_float_weights(model.decoder, quantized.decoder)
-            return quantized
-
-    return TfodQatRetinaNetTask
+    model(tf.zeros([1, *task_config.model.input_size]), training=False)
+    quantized = factory.build_qat_retinanet(model, task_config.quantization, task_config.model)
+    if task_config.quantization.quantize_detection_decoder:
+        copy_float_weights(model.decoder, quantized.decoder)
+    return quantized
 
 
 def copy_float_weights(float_model: Any, quantized: Any) -> None:
