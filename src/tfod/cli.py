@@ -555,6 +555,8 @@ def predict(
         detector = load_model(model, checkpoint)
         tick = progress("frames", count_frames(inputs))
         result = run_predict(detector, inputs, out, threshold, on_frame=tick)
+    if problem := getattr(detector, "delegate_problem", ""):
+        console.print(f"[yellow]{escape(problem)}[/yellow]: ran on LiteRT's reference kernels")
     console.print(
         f"{result.images} image(s), {result.videos} video(s) ({result.frames} frames): "
         f"{result.detections} detections at score >= {threshold:g} -> {escape(str(out))}"

@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.export.test_exporter import _matched
+from tests.robustness.test_bad_inputs import run_tfod
 from tfod.data.demo import draw_scene
 from tfod.errors import TfodError
-from tfod.predict.models import Detections
+from tfod.predict import models
+from tfod.predict.models import Detections, TFLiteModel, xnnpack_problem
 from tfod.predict.predict import collect, draw, load_model, output_name, predict
 
 
@@ -84,6 +87,73 @@ def test_a_file_litert_cannot_load_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TfodError, match="not a TFLite model LiteRT can load") as caught:
         load_model(fake)
     assert str(fake) in str(caught.value)
+
+
+def _full_integer_tflite(path: Path, bias: float) -> Path:
+    """A two-conv full-integer model calibrated on images in [0, 1]; with `bias` -10 its first
+    ReLU is 0 on every calibration image, so its int8 range is about zero (as SpineNet-Mobile's
+    squeeze-excitation ReLU got from post-training int8 on one calibration image)."""
+    import tensorflow as tf
+    import tf_keras
+
+    inputs = tf_keras.Input((8, 8, 3), batch_size=1)
+    first = tf_keras.layers.Conv2D(
+        4, 1, activation="relu", kernel_initializer="ones",
+        bias_initializer=tf_keras.initializers.Constant(bias),
+    )(inputs)  # fmt: skip
+    converter = tf.lite.TFLiteConverter.from_keras_model(
+        tf_keras.Model(inputs, tf_keras.layers.Conv2D(2, 1)(first))
+    )
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: (
+        [rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32)] for _ in range(4)
+    )
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_a_model_xnnpack_cannot_prepare_is_found_in_a_child_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XNNPACK cannot requantize into a range of about zero; where it fails, LiteRT may abort the
+    process (it did on SpineNet-Mobile's int8), so the probe runs in a child."""
+    dead = _full_integer_tflite(tmp_path / "dead.tflite", bias=-10.0)
+    live = _full_integer_tflite(tmp_path / "live.tflite", bias=0.5)
+    assert "XNNPACK, cannot prepare it (RuntimeError" in xnnpack_problem(dead)
+    assert xnnpack_problem(live) == ""
+    monkeypatch.setattr(models, "XNNPACK_PROBE", "import os; os.abort()")
+    assert xnnpack_problem(live).startswith("LiteRT aborts while its default CPU delegate")
+
+
+@pytest.mark.slow
+def test_a_detector_xnnpack_cannot_run_runs_on_litert_kernels_and_says_so(
+    exported_run: Path, media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from tfod.export.verify import _describe
+
+    path = exported_run / "export" / "model_int8.tflite"
+    image = np.asarray(Image.open(media / "pics" / "a.jpg").convert("RGB"))
+    on_xnnpack = TFLiteModel(path)
+    assert on_xnnpack.delegate_problem == ""
+    monkeypatch.setattr(models, "xnnpack_problem", lambda *_: "XNNPACK cannot prepare it (test)")
+    fallback = TFLiteModel(path)
+    assert fallback.delegate_problem == "XNNPACK cannot prepare it (test)"
+    expected = on_xnnpack.detect(image).above(0.3)  # the kernels round differently: compare
+    assert len(expected.scores) > 0  # XNNPACK's confident boxes with all of the fallback's
+    assert _matched(expected, fallback.detect(image), iou=0.8, score=0.05) == 1.0
+    note = _describe({"format": "tflite", "method": "post-training"}, fallback.delegate_problem)
+    assert note == (
+        "post-training, XNNPACK cannot prepare it (test): scored and timed on LiteRT's "
+        "reference kernels"
+    )
+    code, output = run_tfod(
+        ["predict", str(path), str(media / "pics" / "a.jpg"), "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 0 and "XNNPACK cannot prepare it (test): ran on LiteRT's reference" in output
 
 
 def test_load_model_refuses_what_is_not_a_model(tmp_path: Path) -> None:

@@ -165,9 +165,13 @@ def verify(
             )
             continue
         try:
-            model = saved_model(path, labels) if artefact["format"] == "saved_model" else None
-            note = _describe(artefact)
-            rows.append(run_one(model or TFLiteModel(path, labels), artefact["bytes"], note))
+            if artefact["format"] == "saved_model":
+                model: DetectionModel = saved_model(path, labels)
+                note = _describe(artefact)
+            else:
+                model = TFLiteModel(path, labels)
+                note = _describe(artefact, model.delegate_problem)
+            rows.append(run_one(model, artefact["bytes"], note))
         except (TfodError, RuntimeError, ValueError) as err:  # a broken artefact scores 0
             nan, ap = float("nan"), rows[0].ap
             note = f"fails to run: {str(err).splitlines()[0][:120]}"
@@ -186,12 +190,15 @@ def verify(
     return rows, len(images)
 
 
-def _describe(artefact: dict[str, Any]) -> str:
-    """The verification table's note for an artefact: how it was quantized, from what."""
+def _describe(artefact: dict[str, Any], delegate_problem: str = "") -> str:
+    """The verification table's note for an artefact: how it was quantized, from what, and (a
+    TFLite model) why it ran without XNNPACK, if it did."""
     parts = [str(artefact[key]) for key in ("source", "method") if artefact.get(key)]
     dtype = artefact.get("input", {}).get("dtype", "float32")
     if artefact.get("format") == "tflite" and dtype != "float32":
         parts.append(f"{dtype} input")
+    if delegate_problem:
+        parts.append(f"{delegate_problem}: scored and timed on LiteRT's reference kernels")
     return ", ".join(parts)
 
 

@@ -150,19 +150,34 @@ class TFLiteModel:
 
     One thread by default: LiteRT 2.3.0's regular (per-class) NMS loses whole classes when the
     interpreter runs with more than one thread (measured: the last of 3 classes vanished with 2).
+
+    LiteRT runs a model on its default CPU delegate, XNNPACK, as a phone's app does. A model that
+    XNNPACK cannot prepare runs on LiteRT's own kernels instead, and `delegate_problem` says why
+    (see `xnnpack_problem`).
     """
 
     def __init__(self, path: Path, labels: dict[int, str] | None = None, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.name = path.name
         self.labels = labels or find_labels(path)
         self.invoke_seconds: list[float] = []
         self.latency_seconds: list[float] = []
+        self.delegate_problem = xnnpack_problem(path, threads)
+        resolver = OpResolverType.AUTO
+        if self.delegate_problem:
+            resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self._interpreter = Interpreter(
+                model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver
+            )
         except (ValueError, RuntimeError) as err:
             raise TfodError(f"not a TFLite model LiteRT can load: {err}", path) from err
+        if self.delegate_problem and (empty := self._empty_ranges()):
+            self.delegate_problem += (
+                f"; {len(empty)} int8 tensor(s) have a range of about zero, e.g. {empty[0]}: "
+                "all zero on the calibration images, calibrate on more"
+            )
         signatures = self._interpreter.get_signature_list()
         if not signatures:
             raise TfodError("TFLite model has no signature", path)
@@ -188,6 +203,15 @@ class TFLiteModel:
         self._input_scale, self._input_zero = details["quantization"]
         self.input_size = (int(details["shape"][1]), int(details["shape"][2]))
         self._class_offset = self._nms_class_offset()
+
+    def _empty_ranges(self) -> list[str]:
+        """Names of the integer tensors whose quantization range is about zero (the converter's
+        floor for a range that was [0, 0] in calibration): XNNPACK cannot requantize into them."""
+        return [
+            t["name"].split(";")[0]
+            for t in self._interpreter.get_tensor_details()
+            if t["dtype"] in (np.int8, np.uint8) and 0 < t["quantization"][0] < EMPTY_RANGE_SCALE
+        ]
 
     def _nms_class_offset(self) -> int:
         """What to add to the NMS op's class index to get the label id.
@@ -241,6 +265,44 @@ class TFLiteModel:
         )
         self.latency_seconds.append(time.perf_counter() - begun)
         return found
+
+
+XNNPACK_PROBE = """
+import sys
+from ai_edge_litert.interpreter import Interpreter
+Interpreter(model_path=sys.argv[1], num_threads=int(sys.argv[2])).allocate_tensors()
+"""
+XNNPACK_PROBE_SECONDS = 300
+EMPTY_RANGE_SCALE = 1e-6
+"""An int8 scale below this is a range of about zero (measured: 7.8e-9 for a squeeze-excitation
+ReLU that was 0 on the one calibration image; the smallest real scale in that model, 2.5e-4)."""
+
+
+def xnnpack_problem(path: Path, threads: int = 1) -> str:
+    """Why LiteRT's default CPU delegate (XNNPACK) cannot run the .tflite at `path` ("": it can).
+
+    Asked of a child process: where XNNPACK fails to prepare a model, LiteRT 2.3 aborts the whole
+    process ("double free or corruption") instead of raising. Measured on SpineNet-Mobile's
+    post-training int8 calibrated on 1 image, with uint8 input; an app on a phone, whose LiteRT
+    uses XNNPACK by default, would fail the same way.
+    """
+    import subprocess
+    import sys
+
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", XNNPACK_PROBE, str(path), str(threads)],
+            capture_output=True, text=True, timeout=XNNPACK_PROBE_SECONDS, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"XNNPACK did not prepare it in {XNNPACK_PROBE_SECONDS} s"
+    if probe.returncode == 0:
+        return ""
+    lines = [line for line in probe.stderr.splitlines() if line.strip() and "INFO:" not in line]
+    why = lines[-1].strip() if lines else f"exit status {probe.returncode}"
+    if probe.returncode < 0:
+        return f"LiteRT aborts while its default CPU delegate, XNNPACK, prepares it ({why})"
+    return f"LiteRT's default CPU delegate, XNNPACK, cannot prepare it ({why})"
 
 
 def find_labels(model_path: Path) -> dict[int, str]:
