@@ -88,7 +88,7 @@ def bench_dataset(
     for row in stress[1:]:
         record = row.as_dict()
         record["name"] = "parent " + record["name"]
-        record["note"] = "post-training, 1 calibration image, uint8 input"
+        record["note"] = f"1 calibration image, {row.note}"
         record["delta_ap"] = row.ap - float(reference["ap"])  # type: ignore[arg-type]
         rows.append(record)
     return rows, minutes
