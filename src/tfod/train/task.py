@@ -45,9 +45,9 @@ def quantize(model: Any, task_config: Any) -> Any:
 
     The float model is called once first: Model Garden copies the float head's weights into the
     QAT head, and a head that was never called has none. Model Garden's QAT serving module skips
-    that call, which MobileNetV2's FPN happens to make while building and SpineNet-Mobile does
-    not: exporting, verifying or predicting a SpineNet-Mobile QAT run stopped with "Not enought
-    original model weights" (the export's QAT serving module builds its model here too).
+    that call; a float MobileNetV2 model reaches it with its head built, a SpineNet-Mobile one
+    does not, so exporting, verifying or predicting a SpineNet-Mobile QAT run stopped with "Not
+    enought original model weights" (the export's QAT serving module builds its model here too).
     """
     import tensorflow as tf
     from official.projects.qat.vision.modeling import factory
