@@ -16,7 +16,7 @@ from tests.robustness.test_bad_inputs import run_tfod
 from tfod.data.demo import draw_scene
 from tfod.errors import TfodError
 from tfod.predict import models
-from tfod.predict.models import Detections, TFLiteModel, xnnpack_problem
+from tfod.predict.models import Detections, TFLiteModel, empty_ranges, xnnpack_problem
 from tfod.predict.predict import collect, draw, load_model, output_name, predict
 
 
@@ -119,10 +119,18 @@ def test_a_model_xnnpack_cannot_prepare_is_found_in_a_child_process(
 ) -> None:
     """XNNPACK cannot requantize into a range of about zero; where it fails, LiteRT may abort the
     process (it did on SpineNet-Mobile's int8), so the probe runs in a child."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
     dead = _full_integer_tflite(tmp_path / "dead.tflite", bias=-10.0)
     live = _full_integer_tflite(tmp_path / "live.tflite", bias=0.5)
     assert "XNNPACK, cannot prepare it (RuntimeError" in xnnpack_problem(dead)
     assert xnnpack_problem(live) == ""
+    kernels = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # the hint TFLiteModel then adds:
+    empty = [
+        empty_ranges(Interpreter(str(m), experimental_op_resolver_type=kernels))
+        for m in (dead, live)
+    ]
+    assert "model/conv2d/Relu" in empty[0] and empty[1] == [], empty  # the dead ReLU, named
     monkeypatch.setattr(models, "XNNPACK_PROBE", "import os; os.abort()")
     assert xnnpack_problem(live).startswith("LiteRT aborts while its default CPU delegate")
 

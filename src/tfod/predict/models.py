@@ -173,7 +173,7 @@ class TFLiteModel:
             )
         except (ValueError, RuntimeError) as err:
             raise TfodError(f"not a TFLite model LiteRT can load: {err}", path) from err
-        if self.delegate_problem and (empty := self._empty_ranges()):
+        if self.delegate_problem and (empty := empty_ranges(self._interpreter)):
             self.delegate_problem += (
                 f"; {len(empty)} int8 tensor(s) have a range of about zero, e.g. {empty[0]}: "
                 "all zero on the calibration images, calibrate on more"
@@ -203,15 +203,6 @@ class TFLiteModel:
         self._input_scale, self._input_zero = details["quantization"]
         self.input_size = (int(details["shape"][1]), int(details["shape"][2]))
         self._class_offset = self._nms_class_offset()
-
-    def _empty_ranges(self) -> list[str]:
-        """Names of the integer tensors whose quantization range is about zero (the converter's
-        floor for a range that was [0, 0] in calibration): XNNPACK cannot requantize into them."""
-        return [
-            t["name"].split(";")[0]
-            for t in self._interpreter.get_tensor_details()
-            if t["dtype"] in (np.int8, np.uint8) and 0 < t["quantization"][0] < EMPTY_RANGE_SCALE
-        ]
 
     def _nms_class_offset(self) -> int:
         """What to add to the NMS op's class index to get the label id.
@@ -276,6 +267,17 @@ XNNPACK_PROBE_SECONDS = 300
 EMPTY_RANGE_SCALE = 1e-6
 """An int8 scale below this is a range of about zero (measured: 7.8e-9 for a squeeze-excitation
 ReLU that was 0 on the one calibration image; the smallest real scale in that model, 2.5e-4)."""
+
+
+def empty_ranges(interpreter: Any) -> list[str]:
+    """Names of a LiteRT interpreter's integer tensors whose quantization range is about zero (the
+    converter's floor for a range that was [0, 0] in calibration): XNNPACK cannot requantize into
+    them."""
+    return [
+        t["name"].split(";")[0]
+        for t in interpreter.get_tensor_details()
+        if t["dtype"] in (np.int8, np.uint8) and 0 < t["quantization"][0] < EMPTY_RANGE_SCALE
+    ]
 
 
 def xnnpack_problem(path: Path, threads: int = 1) -> str:
