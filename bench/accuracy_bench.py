@@ -31,6 +31,7 @@ from tfod.config.schema import load_config
 from tfod.config.template import write_template
 from tfod.data.convert import ConvertOptions, convert
 from tfod.data.demo import Scenes, write_scenes
+from tfod.errors import TfodError
 from tfod.train.trainer import train
 
 MOBILE = (
@@ -75,7 +76,10 @@ def bench_one(
         assign(raw, setting)
     path.write_text(yaml.safe_dump(raw))
     started = time.monotonic()
-    result = train(load_config(path), root / "runs", progress=False)
+    try:
+        result = train(load_config(path), root / "runs", progress=False)
+    except TfodError as error:  # e.g. a budget too short for one evaluation on this machine
+        return {"dataset": data.name, "preset": preset, "budget": budget, "refused": str(error)}
     wall = time.monotonic() - started
     rows = result.run.metrics()
     best = max(rows, key=lambda r: r["metrics"]["AP"]) if rows else {"metrics": {}}
@@ -115,11 +119,17 @@ def main() -> None:
     for column in ("dataset", "preset", "budget", "steps", "lr", "minutes", "AP", "AP50"):
         table.add_column(column, justify="right")
     for r in results:
+        if "refused" in r:
+            table.add_row(r["dataset"], r["preset"], r["budget"], "refused", "", "", "", "")
+            continue
         table.add_row(
             r["dataset"], r["preset"], r["budget"], str(r["steps"]), f"{r['lr']:.4g}",
             f"{r['wall'] / 60:.1f}", f"{r['AP']:.3f}", f"{r['AP50']:.3f}",
         )  # fmt: skip
     console.print(table)
+    for r in results:
+        if "refused" in r:
+            console.print(f"{r['dataset']} {r['preset']} {r['budget']}: {r['refused']}")
 
 
 if __name__ == "__main__":
