@@ -10,7 +10,8 @@ Datasets (320 px pictures, textured backgrounds, 80/20 split):
 
 Each run is `tfod init DATA --preset P` then `tfod train --time BUDGET`, with the `--set`
 overrides applied to the generated tfod.yaml (how the variants tried are measured). The table
-has the best AP/AP50 of each run, the steps it fitted into the budget and the wall time.
+has the best AP/AP50 of each run, the steps it fitted into the budget and the wall time; a
+budget tfod refuses on this machine is a `refused` row, its message printed below the table.
 """
 
 from __future__ import annotations
