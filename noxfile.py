@@ -37,9 +37,16 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, venv_backend=VENV)
 def tests(session: nox.Session) -> None:
-    """The test suite on generated data (everything but the docker-marked tests)."""
+    """The test suite on generated data (everything but the docker-marked tests).
+
+    Most tests drive one TensorFlow process that keeps about one core busy, so pytest-xdist runs
+    a test file per core (up to 4: each worker holds its own TensorFlow, ~2 GB); a file's tests
+    stay together and share its fixtures. `-- -n 0` runs them in one process.
+    """
     _install(session, "test")
-    session.run("pytest", "-m", "not docker and not network", *session.posargs)
+    workers = min(4, os.cpu_count() or 1)
+    parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+    session.run("pytest", "-m", "not docker and not network", *parallel, *session.posargs)
 
 
 @nox.session(python=PYTHON)

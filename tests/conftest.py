@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+# pytest-xdist's workers inherit COLUMNS=80, and tfod's console honours COLUMNS: messages naming a
+# long temporary path would wrap mid-word and miss the tests' assertions. Lay them out wide, as
+# tfod does wherever stderr is not a terminal, before anything imports tfod.console.
+os.environ["COLUMNS"] = "200"
 
 import pytest
 
