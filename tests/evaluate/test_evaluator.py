@@ -81,6 +81,35 @@ def test_eval_of_a_run_matches_pycocotools_on_its_saved_detections(smoke_run: Pa
 
 
 @pytest.mark.slow
+def test_evaluation_keeps_the_detections_of_model_gardens_default_nms(trained_run: Path) -> None:
+    """tfod evaluates with TensorFlow's own NMS kernel (`batched`); on a detector that has learnt
+    something it keeps exactly the boxes that Model Garden's TPU-padded default, v2, keeps."""
+    from tfod.evaluate.evaluator import RunEvaluator, load_experiment
+    from tfod.train.ema import read_weights
+
+    run = RunDir(trained_run)
+    _, prefix = run.checkpoint("latest")
+    detections = {}
+    for version in ("batched", "v2"):
+        experiment = load_experiment(run)
+        assert experiment.task.model.detection_generator.nms_version == "batched"
+        experiment.task.model.detection_generator.nms_version = version
+        evaluator = RunEvaluator(run, experiment=experiment)
+        read_weights(evaluator.model, prefix, experiment)
+        found = evaluator.detector.detect()
+        detections[version] = sorted(
+            found, key=lambda d: (d["image_id"], d["category_id"], -d["score"])
+        )
+    tfod, model_garden = detections["batched"], detections["v2"]
+    assert len(tfod) == len(model_garden) > 10
+    for ours, theirs in zip(tfod, model_garden, strict=True):
+        for key in ("image_id", "category_id"):
+            assert ours[key] == theirs[key]
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-5)
+        assert ours["bbox"] == pytest.approx(theirs["bbox"], abs=1e-3)
+
+
+@pytest.mark.slow
 def test_watch_waits_for_the_trainer_then_evaluates_each_checkpoint_once(
     demo_data: Path, tmp_path: Path
 ) -> None:
