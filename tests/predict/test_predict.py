@@ -150,8 +150,11 @@ def test_a_detector_xnnpack_cannot_run_runs_on_litert_kernels_and_says_so(
     monkeypatch.setattr(models, "xnnpack_problem", lambda *_: "XNNPACK cannot prepare it (test)")
     fallback = TFLiteModel(path)
     assert fallback.delegate_problem == "XNNPACK cannot prepare it (test)"
-    expected = on_xnnpack.detect(image).above(0.3)  # the kernels round differently: compare
-    assert len(expected.scores) > 0  # XNNPACK's confident boxes with all of the fallback's
+    found = on_xnnpack.detect(image)
+    assert len(found.scores) >= 3
+    # The kernels round differently: XNNPACK's three best boxes are compared with all of the
+    # fallback's. (A fixed 0.3 threshold kept none in one run, whose best score was 0.28.)
+    expected = found.above(float(np.sort(found.scores)[-3]))
     assert _matched(expected, fallback.detect(image), iou=0.8, score=0.05) == 1.0
     note = _describe({"format": "tflite", "method": "post-training"}, fallback.delegate_problem)
     assert note == (
