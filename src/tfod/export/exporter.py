@@ -4,9 +4,9 @@ Built on Model Garden's export libraries (`export_saved_model_lib.export_inferen
 `export_tflite_lib.convert_tflite_model`), with their rough edges fixed here:
 
 - TFLite gets TFLite's own detection post-processing op (`nms_version: tflite`, ~20x faster than
-  NMS v2 inside TFLite) running per-class NMS, as the checkpoint's evaluation does (Model Garden's
-  default, class-agnostic with 5 classes per box, repeats each box once per class), with the same
-  score threshold and detection cap as the SavedModel.
+  NMS v2 inside TFLite) running per-class NMS, as the checkpoint's evaluation does (the op's
+  default in Model Garden, class-agnostic with 5 classes per box, repeats each box once per
+  class), with the same score threshold and detection cap as the SavedModel.
 - Model Garden hands the background class to that op, which then returns background boxes as
   detections and lets them suppress real ones; tfod's export gives it the real classes only.
 - int8 is full-integer inside, with float outputs (`int8_full` quantizes `num_detections`, which
