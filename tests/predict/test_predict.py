@@ -154,8 +154,11 @@ def test_a_detector_xnnpack_cannot_run_runs_on_litert_kernels_and_says_so(
     assert len(found.scores) >= 3
     # The kernels round differently: XNNPACK's three best boxes are compared with all of the
     # fallback's. (A fixed 0.3 threshold kept none in one run, whose best score was 0.28.)
+    # Where two neighbouring anchors score within a rounding step, NMS may keep the other one: a
+    # box it suppressed overlaps the one it kept by more than its IoU threshold, 0.5. (Such a
+    # swap left one box at IoU 0.79, which failed a CI run that matched at 0.8.)
     expected = found.above(float(np.sort(found.scores)[-3]))
-    assert _matched(expected, fallback.detect(image), iou=0.8, score=0.05) == 1.0
+    assert _matched(expected, fallback.detect(image), iou=0.5, score=0.05) == 1.0
     note = _describe({"format": "tflite", "method": "post-training"}, fallback.delegate_problem)
     assert note == (
         "post-training, XNNPACK cannot prepare it (test): scored and timed on LiteRT's "
