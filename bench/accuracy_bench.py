@@ -12,6 +12,9 @@ Each run is `tfod init DATA --preset P` then `tfod train --time BUDGET`, with th
 overrides applied to the generated tfod.yaml (how the variants tried are measured). The table
 has the best AP/AP50 of each run, the steps it fitted into the budget and the wall time; a
 budget tfod refuses on this machine is a `refused` row, its message printed below the table.
+A run that ends more than 10% off its budget has its timing record printed below the table (its
+calibration, fitted and final step, each evaluation's time and length), because the run itself
+is deleted with the bench's temporary folder.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tfod.config.template import write_template
 from tfod.data.convert import ConvertOptions, convert
 from tfod.data.demo import Scenes, write_scenes
 from tfod.errors import TfodError
+from tfod.train.budget import parse_duration
 from tfod.train.trainer import train
 
 MOBILE = (
@@ -84,16 +88,24 @@ def bench_one(
     wall = time.monotonic() - started
     rows = result.run.metrics()
     best = max(rows, key=lambda r: r["metrics"]["AP"]) if rows else {"metrics": {}}
-    plan = result.run.read()["plan"]
+    state = result.run.read()
+    off = abs(wall / parse_duration(budget) - 1.0) > 0.1
+    timing = {
+        "time_budget": state.get("time_budget"),
+        "final_steps": state["plan"]["steps"],
+        "sessions": state.get("sessions"),
+        "evaluations": [(r["step"], r["time"], r["seconds"]) for r in rows],
+    }
     return {
         "dataset": data.name,
         "preset": preset,
         "budget": budget,
         "steps": result.step,
-        "lr": plan["learning_rate"],
+        "lr": state["plan"]["learning_rate"],
         "wall": wall,
         "AP": best["metrics"].get("AP", 0.0),
         "AP50": best["metrics"].get("AP50", 0.0),
+        **({"off_budget": timing} if off else {}),
     }
 
 
@@ -131,6 +143,12 @@ def main() -> None:
     for r in results:
         if "refused" in r:
             console.print(f"{r['dataset']} {r['preset']} {r['budget']}: {r['refused']}")
+        if "off_budget" in r:
+            console.print(
+                f"{r['dataset']} {r['preset']} {r['budget']} ended {r['wall']:.0f} s in, more "
+                "than 10% off its budget; its timing record:",
+                r["off_budget"],
+            )
 
 
 if __name__ == "__main__":
