@@ -103,3 +103,13 @@ def native_output_to(log_path: Path) -> Iterator[None]:
                 os.close(copy)
             console._file = previous
             terminal.close()
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log (TensorFlow's own explanation of a failure), or a note
+    that there is none."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        return f"(no log: {err.strerror or err})"
+    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"

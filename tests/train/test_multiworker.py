@@ -150,7 +150,38 @@ def test_a_dead_worker_stops_the_chief_and_the_same_command_resumes(
     saved = max(run.checkpoints())
 
     second = Cluster(config, runs)
-    (chief_code, chief_out), (worker_code, _) = second.wait()
-    assert (chief_code, worker_code) == (0, 0), chief_out
+    (chief_code, chief_out), (worker_code, worker_out) = second.wait()
+    assert (chief_code, worker_code) == (0, 0), f"chief: {chief_out}\nworker: {worker_out}"
     assert f"Resuming from step {saved}" in chief_out
     assert run.read()["status"] == "finished"
+
+
+def test_a_failing_worker_prints_the_end_of_its_log_before_its_folder_goes(
+    demo_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A worker keeps its log in a temporary folder; what TensorFlow said there is printed."""
+    from tfod.data.convert import load_summary
+    from tfod.train import trainer
+    from tfod.train.cluster import Placement, read_tf_config
+
+    def failing_run(*_: object) -> None:
+        os.write(2, b"E0000 collective_ops: [the reason] the chief is down\n")
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(trainer, "_run", failing_run)
+    cluster = read_tf_config({"TF_CONFIG": local_tf_configs(2)[1]})
+    job = trainer._Job(Placement("multi_worker", 0, cluster))
+    config = smoke_config(demo_data, name="mw", train={"batch_size": 8, "steps": 4})
+    with pytest.raises(RuntimeError, match="training failed"):
+        trainer._train_worker(
+            config, load_summary(demo_data), RunDir(tmp_path / "mw"), None, None, job
+        )
+    printed = " ".join(capsys.readouterr().err.split())
+    assert (
+        "worker 1: the end of its TensorFlow log: E0000 collective_ops: [the reason] the chief is down"
+        in printed
+    )
+    assert not (tmp_path / "mw").exists()  # it wrote nothing into the chief's run

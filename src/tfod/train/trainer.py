@@ -27,7 +27,7 @@ from tfod import atomic
 from tfod.config.checks import raise_on_errors, run_checks
 from tfod.config.experiment import Plan, build_experiment, make_plan
 from tfod.config.schema import EarlyStop, TfodConfig, dump_config
-from tfod.console import console, native_output_to
+from tfod.console import console, log_tail, native_output_to
 from tfod.data.convert import load_summary
 from tfod.errors import TfodError, describe
 from tfod.runs.rundir import (
@@ -184,6 +184,9 @@ def _train_worker(
         except EarlyStopped:
             status, step = FINISHED, int(run.read().get("step", 0))
         except Exception as err:
+            # The worker's log goes with its temporary folder: its end says what TensorFlow saw.
+            tail = log_tail(run.path / "train.log")
+            console.print(f"{name}: the end of its TensorFlow log:\n{tail}", markup=False)
             if _peer_lost(err):
                 raise _peer_lost_error(chief_run, err) from None
             raise
