@@ -135,17 +135,31 @@ def atomic_directory(path: Path) -> Iterator[Path]:
         for child in tmp.rglob("*"):
             if child.is_file():
                 _fsync(child)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name + ".old"), dir=path.parent))
-            old.rmdir()
-            path.rename(old)
+        old = _set_aside(path)
         tmp.rename(path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_directory(path: Path) -> None:
+    """Remove the folder `path` (if any) at once: it is renamed away first, so a process killed
+    while deleting leaves a temporary that the next writer removes, never half of `path`."""
+    old = _set_aside(path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Rename `path` (if it exists) to a temporary name beside it, and return that name."""
+    if not path.exists():
+        return None
+    old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name + ".old"), dir=path.parent))
+    old.rmdir()
+    path.rename(old)
+    return old
 
 
 def _fsync(path: Path) -> None:

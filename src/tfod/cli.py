@@ -633,31 +633,45 @@ def zoo_list() -> None:
             justify="right" if column in ("input", "COCO AP") else "left",
             overflow="fold",  # a URL is wrapped, never cut
         )
+    damaged = []
     for entry in ZOO.values():
-        manifest = read_manifest(f"zoo:{entry.name}")
-        where = f"[green]yes[/green] {manifest['bytes'] / 1e6:.0f} MB" if manifest else "no"
+        try:
+            manifest = read_manifest(f"zoo:{entry.name}")
+        except TfodError as err:
+            where = "[red]damaged[/red]"
+            damaged.append(err)
+        else:
+            where = f"[green]yes[/green] {manifest['bytes'] / 1e6:.0f} MB" if manifest else "no"
         table.add_row(
             entry.name, entry.preset, str(get_preset(entry.preset).input_size),
             f"{entry.coco_ap:g}" if entry.restores == "detector" else f"({entry.coco_ap:g} top-1)",
             entry.restores, escape(entry.url), where,
         )  # fmt: skip
     console.print(table)
+    for problem in damaged:
+        console.print(f"[red]{escape(str(problem))}[/red]", soft_wrap=True)
     console.print("Start from one: `tfod init --data DIR --pretrained NAME`.")
 
 
 @zoo_app.command("get")
 def zoo_get(
     name: Annotated[str, typer.Argument(help="A zoo entry (`tfod zoo list`) or a URL.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Fetch again even if cached (replaces a damaged entry).")
+    ] = False,
 ) -> None:
     """Download, check and cache an entry (resumes an interrupted download; cached: no network)."""
     from tfod.zoo.cache import fetch, is_remote
 
-    cached = fetch(name if is_remote(name) else f"zoo:{name}")
+    cached = fetch(name if is_remote(name) else f"zoo:{name}", force=force)
     manifest = cached.manifest
     console.print(
         f"{escape(cached.reference)}: {escape(str(cached.prefix))} "
         f"({manifest['bytes'] / 1e6:.1f} MB, sha256 {manifest['sha256']}, from {escape(manifest['url'])})"
     )
+    fetched_from = [url for url in manifest.get("fetched_from", []) if url != manifest["url"]]
+    if fetched_from:
+        console.print(f"Fetched from {escape(', '.join(fetched_from))}")
 
 
 runs_app = typer.Typer(help="List, inspect and compare runs.", no_args_is_help=True)
@@ -741,6 +755,21 @@ def main() -> None:
         message = escape(where + (err.strerror or str(err)))
         console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
+    except SystemExit as exit:
+        # Typer turns Ctrl-C into a silent exit 130: say so, and how to go on where a command
+        # left a message on its KeyboardInterrupt.
+        interrupt = _interrupt_behind(exit)
+        if interrupt is not None:
+            said = f": {escape(str(interrupt))}" if str(interrupt) else ""
+            console.print(f"[yellow]interrupted[/yellow]{said}", soft_wrap=True)
+        raise
+
+
+def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that `err` was raised while handling, if any."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -113,3 +113,128 @@ def test_batch_size_auto_is_refused_in_a_cluster(
     with pytest.raises(TfodError, match="tfod batch-size"):
         train(smoke_config(demo_data, train={"batch_size": "auto"}), tmp_path, progress=False)
     assert not (tmp_path / "smoke").exists()
+
+
+# --- waiting for the peers: bounded, said, and Ctrl-C honoured --------------------------------
+def _closed_port() -> int:
+    """A local port nobody listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cluster_of(addresses: list[str], index: int) -> Cluster:
+    cluster = _read({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+    assert cluster is not None
+    return cluster
+
+
+def test_a_peer_that_never_answers_is_named_after_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tfod.train.cluster import wait_for_peers
+
+    dead = f"127.0.0.1:{_closed_port()}"
+    cluster = _cluster_of([f"127.0.0.1:{_closed_port()}", dead], 0)
+    with pytest.raises(TfodError, match=f"worker 0 waited [23] s for worker 1 at {dead}, which"):
+        wait_for_peers(cluster, timeout=2.5, report_every=1.0)
+    assert f"worker 0: waiting for worker 1 at {dead} (1 s)" in capsys.readouterr().err
+
+
+def test_a_filtered_peer_cannot_stretch_the_wait() -> None:
+    """A filtered address answers nothing: each probe waits out its own timeout."""
+    import time
+
+    from tfod.train.cluster import wait_for_peers
+
+    def filtered(address: str) -> bool:
+        time.sleep(1.5)  # a connect attempt that times out
+        return False
+
+    cluster = _cluster_of(["127.0.0.1:1", "192.0.2.1:2222"], 0)  # never contacted: probe injected
+    started = time.monotonic()
+    with pytest.raises(TfodError, match=r"worker 1 at 192\.0\.2\.1:2222"):
+        wait_for_peers(cluster, timeout=3.0, probe=filtered)
+    assert time.monotonic() - started < 6
+
+
+def test_peers_that_start_find_each_other() -> None:
+    import socket
+    import threading
+
+    from tfod.train.cluster import local_tf_configs, wait_for_peers
+
+    configs = [read_tf_config({"TF_CONFIG": c}) for c in local_tf_configs(3)]
+    errors: list[BaseException] = []
+    servers: list[socket.socket] = []  # what TensorFlow's server would be once a task is through
+
+    def run(cluster: Cluster | None) -> None:
+        assert cluster is not None
+        try:
+            wait_for_peers(cluster, timeout=30)
+        except BaseException as err:
+            errors.append(err)
+            return
+        server = socket.create_server(("", int(cluster.addresses[cluster.rank].split(":")[1])))
+        servers.append(server)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in configs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for server in servers:
+        server.close()
+    assert not errors and not any(t.is_alive() for t in threads) and len(servers) == 3
+
+
+def _train_in_a_dead_cluster(tmp_path: Path, demo_data: Path, timeout: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    from tfod.config.schema import dump_config
+
+    config = tmp_path / "tfod.yaml"
+    cfg = smoke_config(
+        demo_data, name="lonely", train={"batch_size": 4, "steps": 5, "peer_timeout": timeout}
+    )
+    config.write_text(dump_config(cfg))
+    tf_config = _cluster_json([f"127.0.0.1:{_closed_port()}", f"127.0.0.1:{_closed_port()}"])
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfod", "train", str(config), "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CONFIG": tf_config, "COLUMNS": "300"},
+    )  # fmt: skip
+
+
+def _cluster_json(addresses: list[str]) -> str:
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": 0}})
+
+
+def test_train_in_a_cluster_whose_peer_never_comes_stops_with_one_line(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    proc = _train_in_a_dead_cluster(tmp_path, demo_data, "5s")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    assert "error: TF_CONFIG: worker 0 waited 5 s for worker 1 at 127.0.0.1:" in output
+    assert "Traceback" not in output and not (tmp_path / "runs" / "lonely").exists()
+
+
+def test_ctrl_c_ends_the_wait_for_peers(tmp_path: Path, demo_data: Path) -> None:
+    import signal
+    import time
+
+    proc = _train_in_a_dead_cluster(tmp_path, demo_data, "10m")
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "waiting for worker 1" not in seen:  # said every 10 s
+        assert time.monotonic() < deadline and proc.poll() is None, seen
+        seen += proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in output, seen + output

@@ -1,10 +1,12 @@
 """A local HTTP server for the zoo tests: serves a folder laid out like the real hosts, answers
-Range requests, can be slowed down (so a download can be killed midway) and counts requests."""
+Range requests, can be slowed down (so a download can be killed midway) and counts requests.
+`routes` makes it misbehave on purpose: a path there is answered by its function instead."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +18,7 @@ class ZooServer:
     url: str = ""
     delay: float = 0.0  # seconds between 64 kB chunks
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = field(default_factory=dict)
 
 
 def serve(root: Path) -> tuple[ZooServer, ThreadingHTTPServer]:
@@ -27,6 +30,9 @@ def serve(root: Path) -> tuple[ZooServer, ThreadingHTTPServer]:
 
         def do_GET(self) -> None:
             state.requests.append((self.path, self.headers.get("Range")))
+            if self.path in state.routes:
+                state.routes[self.path](self)
+                return
             path = state.root / self.path.lstrip("/")
             if not path.is_file():
                 self.send_error(404, "Not Found")

@@ -100,8 +100,13 @@ class TrainSection(_Section):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
         default="float32", description="mixed precision: a GPU (float16) or TPU (bfloat16) setting"
     )
+    peer_timeout: str | float = Field(
+        default="5m",
+        description="in a cluster (TF_CONFIG), how long a task waits for its peers to start "
+        "before it stops naming the ones that did not answer, e.g. 90s, 5m",
+    )
 
-    @field_validator("time")
+    @field_validator("time", "peer_timeout")
     @classmethod
     def _duration(cls, value: str | float | None) -> str | float | None:
         if value is not None:

@@ -11,13 +11,10 @@ a file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tfod import atomic
+from tfod import atomic, lockfile
 from tfod.errors import TfodError, describe
 
 RUN_JSON = "run.json"
@@ -96,25 +93,16 @@ class RunDir:
         Raises:
             TfodError: another process holds it; the message names its pid and host.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-                raise TfodError(
-                    f"run {self.name!r} is being trained by another process ({holder}); wait for "
-                    "it to end or stop it, or pass --run NEW_NAME",
-                    self.path,
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(
-                fd, f"pid {os.getpid()} on host {socket.gethostname()}, since {now()}\n".encode(), 0
+
+        def refuse(holder: str) -> None:
+            raise TfodError(
+                f"run {self.name!r} is being trained by another process ({holder}); wait for "
+                "it to end or stop it, or pass --run NEW_NAME",
+                self.path,
             )
+
+        with lockfile.hold(self.path / LOCK, refuse):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     # run.json -------------------------------------------------------------------------------
     def read(self) -> dict[str, Any]:

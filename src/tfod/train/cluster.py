@@ -6,18 +6,30 @@ TensorFlow's own strategies do the work, as Model Garden's `distribute_utils` bu
 module reads and checks `TF_CONFIG` and resolves `train.strategy` into a `Placement`; the trainer
 builds the strategy from it.
 
+TensorFlow's cluster start-up waits for every peer inside C++ while holding the interpreter: with
+a peer that never comes it waits without end, deaf to Ctrl-C. So `make_strategy` first waits for
+the peers in Python (each task answers on its own address meanwhile), says whom it waits for, and
+gives up after `train.peer_timeout` naming them; during TensorFlow's own start-up Ctrl-C and
+SIGTERM end the process at once.
+
 One writer: in a cluster the chief (the `chief` task, or worker 0 when there is none) writes the
 run folder; every other worker trains in a private temporary folder and writes nothing there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tfod.console import console
 from tfod.errors import TfodError
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
@@ -47,6 +59,11 @@ class Cluster:
     @property
     def name(self) -> str:
         return f"{self.task_type} {self.task_index}"
+
+    def task_names(self) -> list[str]:
+        """Each address's task, in rank order ("chief 0", "worker 0", ...)."""
+        names = ["chief 0"] if self.has_chief else []
+        return names + [f"worker {i}" for i in range(len(self.addresses) - len(names))]
 
 
 @dataclass(frozen=True)
@@ -178,16 +195,120 @@ def resolve(requested: str, gpus: int, cluster: Cluster | None) -> Placement:
     return Placement(requested, gpus, cluster if requested == "multi_worker" else None)
 
 
-def make_strategy(placement: Placement) -> Any:
+def make_strategy(placement: Placement, peer_timeout: float = 300.0) -> Any:
     """The tf.distribute strategy, built by Model Garden's `distribute_utils`.
 
-    A multi-worker strategy must be made before TensorFlow runs anything else in the process.
+    A multi-worker strategy must be made before TensorFlow runs anything else in the process; it
+    is made once every peer answers (see `wait_for_peers`).
     """
     from official.common import distribute_utils
 
     name = {"multi_worker": "multi_worker_mirrored"}.get(placement.strategy, placement.strategy)
     gpus = min(placement.gpus, 1) if placement.strategy == "one_device" else placement.gpus
-    return distribute_utils.get_distribution_strategy(distribution_strategy=name, num_gpus=gpus)
+    if placement.cluster is None:
+        return distribute_utils.get_distribution_strategy(distribution_strategy=name, num_gpus=gpus)
+    wait_for_peers(placement.cluster, peer_timeout)
+    with _signals_end_the_process():
+        return distribute_utils.get_distribution_strategy(distribution_strategy=name, num_gpus=gpus)
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def answers(address: str, timeout: float = 2.0) -> bool:
+    """Does something accept TCP connections at "host:port"?"""
+    try:
+        with socket.create_connection(_split(address), timeout=timeout):
+            return True
+    except OSError:  # refused, filtered (timed out), a name that does not resolve (yet)
+        return False
+
+
+def wait_for_peers(
+    cluster: Cluster,
+    timeout: float,
+    probe: Callable[[str], bool] = answers,
+    report_every: float = 10.0,
+) -> None:
+    """Wait until every other task of `cluster` answers on its address, answering on this task's
+    own address meanwhile (a peer waits for this one the same way).
+
+    Raises:
+        TfodError: some peers did not answer within `timeout` seconds; names them.
+    """
+    names = cluster.task_names()
+    peers = {names[i]: a for i, a in enumerate(cluster.addresses) if i != cluster.rank}
+    start = time.monotonic()
+    reported = start
+    with _answering(cluster.addresses[cluster.rank]):
+        while True:
+            peers = {name: address for name, address in peers.items() if not probe(address)}
+            waited = time.monotonic() - start
+            if not peers:
+                return
+            missing = ", ".join(f"{name} at {address}" for name, address in peers.items())
+            if waited >= timeout:
+                raise TfodError(
+                    f"{cluster.name} waited {waited:.0f} s for {missing}, which did not answer: "
+                    "start the same command there (with its own TF_CONFIG task), check that "
+                    "this host reaches those addresses, or give it longer (train.peer_timeout)",
+                    "TF_CONFIG",
+                )
+            if time.monotonic() - reported >= report_every:
+                console.print(f"{cluster.name}: waiting for {missing} ({waited:.0f} s)")
+                reported = time.monotonic()
+            time.sleep(min(1.0, max(0.0, timeout - waited)))
+
+
+@contextlib.contextmanager
+def _answering(address: str) -> Iterator[None]:
+    """Accept (and drop) TCP connections on `address`'s port, so peers see this task is up.
+
+    TensorFlow's server takes the port over afterwards; a port already taken (a server of this
+    process, or TensorFlow's own) needs no answering here.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", _split(address)[1]))
+    except OSError:
+        listener.close()
+        yield
+        return
+    listener.listen(64)
+    listener.settimeout(0.2)
+    stop = False
+
+    def accept() -> None:
+        while not stop:
+            with contextlib.suppress(OSError):
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=accept, daemon=True, name="tfod-peer-answer")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop = True
+        thread.join()
+        listener.close()
+
+
+@contextlib.contextmanager
+def _signals_end_the_process() -> Iterator[None]:
+    """Let Ctrl-C and SIGTERM end the process at once while TensorFlow holds the interpreter
+    (Python's own handlers would run only after TensorFlow returns, which may be never)."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main's
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def local_tf_configs(workers: int) -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfod.errors import TfodError
+from tfod.errors import TfodError, describe
 from tfod.runs.rundir import RunDir
 
 MODULES_ALL = ("backbone", "decoder", "head")
@@ -93,7 +93,10 @@ def plan_restore(
     import tensorflow as tf
 
     path = resolve_checkpoint(checkpoint)
-    names = [name for name, _ in tf.train.list_variables(path)]
+    try:
+        names = [name for name, _ in tf.train.list_variables(path)]
+    except tf.errors.OpError as err:
+        raise _unreadable(path, err) from None
     wanted = list(MODULES_ALL) if modules == "all" else list(modules)
     for prefix in ("", "model/"):
         present = [m for m in wanted if any(n.startswith(f"{prefix}{m}/") for n in names)]
@@ -150,6 +153,8 @@ def restore(model: Any, plan: RestorePlan) -> dict[str, dict[str, Any]]:
     try:
         status = root.read(plan.checkpoint)
         status.expect_partial().assert_existing_objects_matched().assert_nontrivial_match()
+    except (tf.errors.NotFoundError, tf.errors.DataLossError) as err:
+        raise _unreadable(plan.checkpoint, err) from None
     except (AssertionError, ValueError, tf.errors.OpError) as err:
         detail = " ".join(str(err).split())[:600]
         raise TfodError(
@@ -178,6 +183,16 @@ def restore(model: Any, plan: RestorePlan) -> dict[str, dict[str, Any]]:
                 "why": f"not in model.init_modules{new_head}",
             }
     return report
+
+
+def _unreadable(checkpoint: str, err: Exception) -> TfodError:
+    """The error for a checkpoint whose files cannot be read: a damaged download when it came
+    from the zoo cache (marked so), else the user's own files."""
+    from tfod.zoo.cache import damaged_advice
+
+    why = f"its files cannot be read ({describe(err)})"
+    advice = damaged_advice(checkpoint, why)
+    return TfodError(f"{why}: {advice or 'check the checkpoint files'}", checkpoint)
 
 
 def _classifier_size(path: str, prefix: str, names: list[str]) -> int | None:

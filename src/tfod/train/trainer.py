@@ -118,7 +118,8 @@ def train(
             "train.time",
         )
     # A multi-worker strategy must exist before TensorFlow runs anything else in this process.
-    strategy = make_strategy(placement) if placement.cluster is not None else None
+    peer_timeout = budget.parse_duration(config.train.peer_timeout)
+    strategy = make_strategy(placement, peer_timeout) if placement.cluster is not None else None
     job = _Job(placement, strategy, started)
     run = RunDir(runs_dir / (run_name or config.name))
     if not placement.is_chief:

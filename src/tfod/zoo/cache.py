@@ -4,41 +4,46 @@
 local checkpoint prefix. Layout under the cache folder ($TFOD_CACHE, default ~/.cache/tfod):
 
     downloads/KEY/FILE.partial   an interrupted download; the next fetch resumes it (HTTP Range)
-    zoo/KEY/                     the extracted checkpoint and manifest.json (url, bytes, sha256,
-                                 date, the checkpoint prefix, every file's sha256)
+    zoo/KEY/                     the extracted checkpoint and manifest.json (url, the URL it was
+                                 fetched from, bytes, sha256, date, the checkpoint prefix, every
+                                 file's sha256); DAMAGED beside it once a use found it damaged
+    locks/KEY.lock               held while KEY is fetched: a second fetch of it waits
 
-`zoo/KEY/` appears only complete (built in a temporary folder and renamed), so a killed fetch
-never leaves something that looks usable. A cached entry makes no network call at all; every use
-re-hashes its files against the manifest. $TFOD_ZOO_MIRROR (a URL or a local folder holding the
-same relative paths, e.g. `tf_model_garden/vision/...`) serves hosts without internet, and CI.
+`zoo/KEY/` appears only complete (built in a temporary folder and renamed) and only once its
+checkpoint reads back whole, so a killed or damaged fetch never leaves something that looks
+usable. A cached entry makes no network call at all; every use re-checks its manifest and
+re-hashes its files. A damaged entry is named with the way out (`tfod zoo get --force NAME`).
+$TFOD_ZOO_MIRROR (a URL or a local folder holding the same relative paths, e.g.
+`tf_model_garden/vision/...`) serves hosts without internet, and CI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import http.client
 import json
 import os
+import re
 import shutil
-import tarfile
-import urllib.error
 import urllib.parse
-import urllib.request
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tfod import atomic
+from tfod import atomic, lockfile
 from tfod.console import console
-from tfod.errors import TfodError
+from tfod.errors import TfodError, describe
 from tfod.runs.rundir import now
+from tfod.zoo.archive import Limits, extract
 from tfod.zoo.catalog import get_entry, https
+from tfod.zoo.download import fetch_file
 
 CACHE_ENV = "TFOD_CACHE"
 MIRROR_ENV = "TFOD_ZOO_MIRROR"
 MANIFEST = "manifest.json"
+DAMAGED = "DAMAGED"
 CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_dir() -> Path:
@@ -59,87 +64,232 @@ class Cached:
     manifest: dict[str, Any]
 
 
-def _target(reference: str) -> tuple[str, str, str, str | None]:
-    """(cache key, https URL, kind, pinned sha256) of a zoo name or URL."""
+@dataclass(frozen=True)
+class _Target:
+    key: str  # the cache folder's name
+    url: str  # the https URL
+    kind: str  # "tar.gz" or "prefix"
+    sha256: str | None  # pinned by the catalog
+    unpacked_bytes: int | None  # known by the catalog
+
+
+def _target(reference: str) -> _Target:
     if reference.startswith("zoo:"):
         entry = get_entry(reference[len("zoo:") :])
-        return entry.name, entry.https_url, entry.kind, entry.sha256
+        return _Target(entry.name, entry.https_url, entry.kind, entry.sha256, entry.unpacked_bytes)
     url = https(reference)
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise TfodError("only zoo:NAME, https://, http:// and gs:// checkpoints are fetched", url)
     kind = "tar.gz" if url.endswith((".tar.gz", ".tgz")) else "prefix"
-    return "url-" + hashlib.sha256(url.encode()).hexdigest()[:16], url, kind, None
+    key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+    return _Target(key, url, kind, None, None)
 
 
 def cache_folder(reference: str) -> Path:
     """Where `reference` is (or would be) cached; its manifest.json exists once it is complete."""
-    return cache_dir() / "zoo" / _target(reference)[0]
+    return cache_dir() / "zoo" / _target(reference).key
+
+
+def _name(reference: str) -> str:
+    """What the user types for `reference` after `tfod zoo get`."""
+    return reference.removeprefix("zoo:")
+
+
+def _damaged(reference: str, folder: Path, why: str) -> TfodError:
+    return TfodError(
+        f"damaged cache entry: {why}. Fetch it again with `tfod zoo get --force {_name(reference)}`",
+        folder,
+    )
+
+
+def _mark_damaged(folder: Path, why: str) -> None:
+    """Record that a use found the entry at `folder` damaged (shown by `tfod zoo list`)."""
+    with contextlib.suppress(OSError):  # a read-only cache: the error message still says it
+        atomic.write_text(folder / DAMAGED, why + "\n")
 
 
 def read_manifest(reference: str) -> dict[str, Any] | None:
-    """The cache manifest of `reference` as recorded (None: not cached), files not re-checked."""
+    """The cache manifest of `reference`, checked for form (None: not cached); files not hashed.
+
+    Raises:
+        TfodError: a damaged entry (marked so, or a manifest that is not what tfod writes).
+    """
     folder = cache_folder(reference)
+    marker = folder / DAMAGED
+    if marker.is_file():
+        raise _damaged(reference, folder, marker.read_text(errors="replace").strip()[:300])
     try:
-        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
-        raise TfodError(
-            f"cannot read the cache manifest ({err}); remove the folder", folder
-        ) from err
-    return manifest
+        raise _damaged(reference, folder, f"cannot read {MANIFEST} ({err})") from None
+    problem = _manifest_problem(manifest, folder)
+    if problem:
+        raise _damaged(reference, folder, f"{MANIFEST} {problem}")
+    result: dict[str, Any] = manifest
+    return result
+
+
+def _inside(folder: Path, name: str) -> bool:
+    relative = PurePosixPath(name)
+    return (
+        bool(name)
+        and not relative.is_absolute()
+        and ".." not in relative.parts
+        and (folder / relative).resolve().is_relative_to(folder.resolve())
+    )
+
+
+def _manifest_problem(manifest: object, folder: Path) -> str | None:
+    """What makes `manifest` not one tfod wrote for `folder` (None: nothing)."""
+    if not isinstance(manifest, dict):
+        return "is not a JSON object"
+    for key in ("reference", "url", "sha256", "checkpoint", "date"):
+        if not isinstance(manifest.get(key), str):
+            return f"has no {key!r} text"
+    fetched_from = manifest.get("fetched_from", [])
+    if not isinstance(fetched_from, list) or not all(isinstance(u, str) for u in fetched_from):
+        return "has a 'fetched_from' that is not a list of URLs"
+    size = manifest.get("bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return "has no 'bytes' count"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "lists no files"
+    for name, digest in files.items():
+        if not _inside(folder, name):
+            return f"names a file outside the entry ({name!r})"
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            return f"has no sha256 for {name!r}"
+    checkpoint = manifest["checkpoint"]
+    if not _inside(folder, checkpoint) or f"{checkpoint}.index" not in files:
+        return f"names a checkpoint ({checkpoint!r}) that is not among its files"
+    if not any(name.startswith(f"{checkpoint}.data-") for name in files):
+        return f"lists no data file of its checkpoint {checkpoint!r}"
+    return None
 
 
 def cached(reference: str) -> Cached | None:
-    """The cached, verified checkpoint of `reference`, or None if it is not in the cache."""
-    folder = cache_folder(reference)
+    """The cached, verified checkpoint of `reference`, or None if it is not in the cache.
+
+    Raises:
+        TfodError: a damaged entry (now marked so): a file missing, changed or not in the
+            manifest, or a manifest that is not what tfod writes.
+    """
     manifest = read_manifest(reference)
     if manifest is None:
         return None
-    for name, digest in manifest["files"].items():
-        path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
-            raise TfodError(
-                f"cached file {name} is missing or changed since it was downloaded (sha256 "
-                f"differs); remove {folder} and fetch it again (`tfod zoo get`)",
-                folder,
-            )
+    folder = cache_folder(reference)
+    listed = set(manifest["files"])
+    present = {
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if not p.is_dir() and p.name not in (MANIFEST, DAMAGED)
+    }
+    problem = None
+    if listed - present:
+        problem = f"{', '.join(sorted(listed - present))} is missing"
+    elif present - listed:
+        problem = f"{', '.join(sorted(present - listed))} is not in its manifest"
+    else:
+        for name, digest in manifest["files"].items():
+            path = folder / name
+            if path.is_symlink() or _sha256(path) != digest:
+                problem = f"{name} changed since it was downloaded (sha256 differs)"
+                break
+    if problem:
+        _mark_damaged(folder, problem)
+        raise _damaged(reference, folder, problem)
     return Cached(reference, folder / str(manifest["checkpoint"]), manifest)
 
 
-def fetch(reference: str, progress: bool = True) -> Cached:
+def damaged_advice(checkpoint: str, why: str) -> str | None:
+    """If `checkpoint` lies in the zoo cache: mark its entry damaged because of `why` and say how
+    to fetch it again; else None (the checkpoint is the user's own)."""
+    zoo = (cache_dir() / "zoo").resolve()
+    path = Path(checkpoint).resolve()
+    if not path.is_relative_to(zoo) or path == zoo:
+        return None
+    folder = zoo / path.relative_to(zoo).parts[0]
+    try:
+        reference = str(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["reference"])
+    except (OSError, ValueError, KeyError, TypeError):
+        reference = folder.name
+    _mark_damaged(folder, why)
+    return (
+        f"the cached download of {reference} is damaged (not the preset's fault); fetch it "
+        f"again with `tfod zoo get --force {_name(reference)}`"
+    )
+
+
+def fetch(reference: str, progress: bool = True, force: bool = False) -> Cached:
     """The checkpoint of a zoo name (`zoo:NAME`) or URL, downloaded and extracted if not cached.
 
+    One process fetches an entry at a time; another one asking for it waits, then uses it.
+
+    Args:
+        force: fetch again even if cached (a damaged entry is replaced).
+
     Raises:
-        TfodError: unknown name, HTTP error, unreachable host, corrupt or truncated archive,
-            wrong sha256, an archive without a checkpoint, a full disk: each names the URL or file
-            and leaves no partial entry in the cache (an interrupted download is kept to resume).
+        TfodError: unknown name, HTTP error, unreachable host, corrupt, truncated, unsafe or
+            oversized archive, wrong sha256, a checkpoint that does not read back whole, a full
+            disk, a damaged cache entry (without `force`): each names the URL or file and leaves
+            no partial entry in the cache (an interrupted download is kept to resume).
     """
-    found = cached(reference)
-    if found is not None:
+    target = _target(reference)
+    if not force and (found := cached(reference)) is not None:
         return found
-    key, url, kind, pinned = _target(reference)
-    downloads = cache_dir() / "downloads" / key
-    base = Path(urllib.parse.urlparse(url).path).name
-    suffixes = [""] if kind == "tar.gz" else [".index", ".data-00000-of-00001"]
-    files = [_download(url + suffix, downloads / (base + suffix), progress) for suffix in suffixes]
+
+    def wait(holder: str) -> None:
+        console.print(f"Waiting for another tfod process ({holder}), which is fetching {reference}")
+
+    with lockfile.hold(cache_dir() / "locks" / f"{target.key}.lock", wait):
+        folder = cache_folder(reference)
+        if force:
+            atomic.remove_directory(folder)
+        elif (found := cached(reference)) is not None:
+            return found  # fetched by the process we waited for
+        downloads = cache_dir() / "downloads" / target.key
+        try:
+            return _fetch(reference, target, folder, downloads, progress)
+        finally:
+            for empty in (downloads, downloads.parent):
+                if empty.is_dir() and not any(empty.iterdir()):
+                    empty.rmdir()
+
+
+def _fetch(
+    reference: str, target: _Target, folder: Path, downloads: Path, progress: bool
+) -> Cached:
+    base = Path(urllib.parse.urlsplit(target.url).path).name
+    suffixes = [""] if target.kind == "tar.gz" else [".index", ".data-00000-of-00001"]
+    files, sources = [], []
+    for suffix in suffixes:
+        dest = downloads / (base + suffix)
+        source, hint = _source(target.url + suffix)
+        sources.append(fetch_file(source, dest, progress, hint))
+        files.append(dest)
     digest = _sha256(files[-1])
-    if pinned is not None and digest != pinned:
+    if target.sha256 is not None and digest != target.sha256:
         shutil.rmtree(downloads, ignore_errors=True)
         raise TfodError(
-            f"sha256 mismatch: expected {pinned}, got {digest}; the download was deleted. A "
-            "mirror or proxy may serve another file: check the URL and fetch again",
-            url,
+            f"sha256 mismatch: expected {target.sha256}, got {digest}; the download was deleted. "
+            "A mirror or proxy may serve another file: check the URL and fetch again",
+            target.url,
         )
-    folder = cache_folder(reference)
     with atomic.atomic_directory(folder) as tmp:
-        if kind == "tar.gz":
-            _extract(files[0], tmp, url)
+        if target.kind == "tar.gz":
+            extract(files[0], tmp, target.url, Limits.from_env(target.unpacked_bytes))
         else:
             for path in files:
                 shutil.copy2(path, tmp / path.name)
-        prefix = _checkpoint_prefix(tmp, url)
+        prefix = _checkpoint_prefix(tmp, target.url)
+        _check_readable(prefix, target.url)
         manifest: dict[str, Any] = {
             "reference": reference,
-            "url": url,
+            "url": target.url,
+            "fetched_from": sources,
             "bytes": sum(p.stat().st_size for p in files),
             "sha256": digest,
             "date": now(),
@@ -153,111 +303,27 @@ def fetch(reference: str, progress: bool = True) -> Cached:
     return Cached(reference, folder / manifest["checkpoint"], manifest)
 
 
-def _source(url: str) -> str:
-    """Where to fetch `url` from: itself, or the same relative path under $TFOD_ZOO_MIRROR."""
+def _source(url: str) -> tuple[str, str]:
+    """Where to fetch `url` from (itself, or the same relative path under $TFOD_ZOO_MIRROR), and
+    what to do if that cannot be reached."""
     mirror = os.environ.get(MIRROR_ENV)
     if not mirror:
-        return url
-    relative = urllib.parse.urlparse(url).path.lstrip("/")
+        return url, (
+            f"on a host without internet, copy the file and set {MIRROR_ENV} to the folder (or "
+            "URL) holding it under the same relative path"
+        )
+    relative = urllib.parse.urlsplit(url).path.lstrip("/")
+    hint = f"the mirror {MIRROR_ENV}={mirror} must hold {relative}"
     if "://" not in mirror:
-        return (Path(mirror) / relative).resolve().as_uri()
-    return mirror.rstrip("/") + "/" + relative
-
-
-def _download(url: str, dest: Path, progress: bool) -> Path:
-    """Fetch `url` into `dest`, resuming `dest.partial` left by an interrupted download."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    source = _source(url)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    have = partial.stat().st_size if partial.is_file() else 0
-    headers = {"Range": f"bytes={have}-"} if have and source.startswith("http") else {}
-    try:
-        response = urllib.request.urlopen(
-            urllib.request.Request(source, headers=headers), timeout=60
-        )
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # the partial file is already whole
-            partial.replace(dest)
-            return dest
-        raise TfodError(f"download failed: HTTP {err.code} {err.reason}", source) from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", None) or err
-        raise TfodError(
-            f"cannot download ({reason}); on a host without internet, copy the file and set "
-            f"{MIRROR_ENV} to the folder holding it under the same relative path",
-            source,
-        ) from None
-    with response:
-        if have and getattr(response, "status", 200) != 206:
-            have = 0  # the server ignored the range: start again
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length else None
-        columns = (
-            TextColumn("[bold]download"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(),
-        )  # fmt: skip
-        with Progress(*columns, console=console, disable=not progress) as bar:
-            task = bar.add_task(dest.name, total=total, completed=have)
-            if have:
-                console.print(f"Resuming {dest.name} at {have / 1e6:.1f} MB")
-            with partial.open("ab" if have else "wb") as out:
-                try:
-                    while chunk := response.read(CHUNK):
-                        out.write(chunk)
-                        bar.advance(task, len(chunk))
-                except (http.client.HTTPException, TimeoutError, ConnectionError) as err:
-                    raise TfodError(
-                        f"download interrupted ({type(err).__name__}) after "
-                        f"{out.tell() / 1e6:.1f} MB; run the same command to resume it",
-                        source,
-                    ) from None
-    if total is not None and partial.stat().st_size != total:
-        raise TfodError(
-            f"download ended early ({partial.stat().st_size} of {total} bytes); run the same "
-            "command to resume it",
-            source,
-        )
-    partial.replace(dest)
-    return dest
-
-
-def _extract(archive: Path, out: Path, url: str) -> None:
-    """Extract regular files and folders only; a member that is a link, a device or a path
-    leaving the folder makes the archive unsafe (Python < 3.11.4, Debian 12's, has no
-    extraction filter, so this is checked here)."""
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
-                name = Path(member.name)
-                if (
-                    name.is_absolute()
-                    or ".." in name.parts
-                    or not (member.isfile() or member.isdir())
-                ):
-                    archive.unlink(missing_ok=True)
-                    raise TfodError(
-                        f"unsafe archive member {member.name!r} (a link, a device or a path "
-                        "leaving the folder); the download was deleted",
-                        url,
-                    )
-            # Checked above; Python >= 3.11.4 also applies its own "data" filter.
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(out, members=members, **safe)  # type: ignore[arg-type]
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        archive.unlink(missing_ok=True)
-        raise TfodError(
-            f"not a readable .tar.gz ({err}); the download was deleted: fetch it again", url
-        ) from None
+        folder = Path(mirror)
+        if not folder.is_dir():
+            raise TfodError(
+                f"{MIRROR_ENV} names no folder here (in a container: mount it, e.g. with "
+                "TFOD_ZOO_MIRROR_DIR in compose)",
+                mirror,
+            )
+        return (folder / relative).resolve().as_uri(), hint
+    return mirror.rstrip("/") + "/" + relative, hint
 
 
 def _checkpoint_prefix(folder: Path, url: str) -> Path:
@@ -272,6 +338,24 @@ def _checkpoint_prefix(folder: Path, url: str) -> Path:
 
     newest = max(indexes, key=step)
     return newest.with_suffix("")
+
+
+def _check_readable(prefix: Path, url: str) -> None:
+    """Read every tensor of the checkpoint at `prefix`: its index and every data file it names
+    must be there and whole."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError) as err:
+        raise TfodError(
+            f"the download is damaged: its checkpoint {prefix.name} does not read back "
+            f"({describe(err).replace(str(prefix.parent) + '/', '')}); nothing was cached. If "
+            "fetching it again does not help, the published file itself is incomplete",
+            url,
+        ) from None
 
 
 def _sha256(path: Path) -> str:

@@ -32,6 +32,8 @@ class ZooEntry:
             a checkpoint prefix: its .index and .data-00000-of-00001 are fetched).
         note: one line for `tfod zoo list`.
         sha256: the archive's sha256 when pinned; None: recorded on first download.
+        unpacked_bytes: the checkpoint's size unpacked, when known: an archive unpacking to
+            more than 1.1x this is refused.
     """
 
     name: str
@@ -42,6 +44,7 @@ class ZooEntry:
     kind: str = "tar.gz"
     note: str = ""
     sha256: str | None = None
+    unpacked_bytes: int | None = None
 
     @property
     def https_url(self) -> str:
