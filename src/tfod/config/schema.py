@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from tfod.errors import TfodError
+from tfod.textfile import read_text
 
 Augment = Literal["hflip", "scale_jitter"]
 DEFAULT_AUGMENT: tuple[Augment, ...] = ("hflip", "scale_jitter")
@@ -158,10 +159,9 @@ def load_config(path: Path) -> TfodConfig:
     Raises:
         TfodError: the file is missing, not YAML, or breaks the schema (each bad field named).
     """
+    text = read_text(path, "tfod.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise TfodError(f"cannot read: {err.strerror or err}", path) from err
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise TfodError(f"not valid YAML: {err}", path) from err
     return parse_config(raw, path)

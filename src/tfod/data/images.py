@@ -45,6 +45,25 @@ class PreparedImage:
     orientation: int = 1
 
 
+def decode_image(data: bytes) -> Image.Image:
+    """Decode `data` fully, refusing images over Pillow's pixel limit (decompression bombs).
+
+    Raises:
+        ImageError: not a readable image, or too many pixels (then it is one skip).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+            image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: both are one skip.
+        raise ImageError(f"{err} Such an image is skipped; downscale it to train on it.") from err
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageError(str(err) or type(err).__name__) from err
+    return image
+
+
 def prepare_image(data: bytes) -> PreparedImage:
     """Decode `data` fully, apply EXIF orientation, convert to 8-bit RGB, re-encode if needed.
 
@@ -54,16 +73,10 @@ def prepare_image(data: bytes) -> PreparedImage:
     Raises:
         ImageError: the data is not a readable image (truncated, corrupt, unknown format).
     """
+    image = decode_image(data)
+    source_format = image.format or ""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
-            image.load()
-            source_format = image.format or ""
-            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: both are one skip.
-        raise ImageError(f"{err} Such an image is skipped; downscale it to train on it.") from err
+        orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(str(err) or type(err).__name__) from err
 

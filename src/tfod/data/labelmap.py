@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from tfod import atomic
 from tfod.errors import TfodError
 from tfod.protos import string_int_label_map_pb2 as label_map_pb2
+from tfod.textfile import read_text
 
 
 def format_label_map(classes: list[str]) -> str:
@@ -30,10 +31,7 @@ def read_label_map(path: Path) -> dict[int, str]:
     Raises:
         TfodError: the file is missing, not a label map, or inconsistent.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise TfodError(f"cannot read label map: {err.strerror or err}", path) from err
+    text = read_text(path, "label map")
     message = label_map_pb2.StringIntLabelMap()
     try:
         text_format.Parse(text, message)
@@ -43,7 +41,9 @@ def read_label_map(path: Path) -> dict[int, str]:
         ) from err
     classes: dict[int, str] = {}
     for item in message.item:
-        name = item.name or item.display_name
+        name = (item.name or item.display_name).strip()
+        if not name:
+            raise TfodError(f"the item with id {item.id} has no name", path)
         if item.id < 1:
             raise TfodError(
                 f"class {name!r} has id {item.id}; ids start at 1 (0 is the background)", path

@@ -25,6 +25,7 @@ from tfod.config.presets import SPINENET_QAT_OVERRIDE, get_preset, qat_presets
 from tfod.config.schema import parse_config
 from tfod.errors import TfodError
 from tfod.protos import pipeline_pb2
+from tfod.textfile import read_text
 
 MAPPED, APPROXIMATED, UNSUPPORTED, TO_DO = "mapped", "approximated", "unsupported", "to do"
 PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
@@ -190,18 +191,19 @@ def parse_pipeline(path: Path) -> tuple[Any, list[Unknown]]:
     Raises:
         TfodError: unreadable, or not text-format protobuf (the line and column are named).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise TfodError(f"cannot read: {err.strerror or err}", path) from err
-    except UnicodeDecodeError as err:
-        raise TfodError(f"not a text pipeline.config: {err}", path) from err
+    text = read_text(path, "pipeline.config")
     config = pipeline_pb2.TrainEvalPipelineConfig()
     parser = _RecordingParser()
     try:
         parser.MergeLines(text.split("\n"), config)
     except text_format.ParseError as err:
         raise TfodError(f"not a valid pipeline.config: {err}", path) from err
+    except RecursionError:
+        raise TfodError(
+            "not a valid pipeline.config: its braces nest thousands deep (a real one nests "
+            "about ten)",
+            path,
+        ) from None
     return config, parser.unknown
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
-import io
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from tfod.data.convert import (
     raise_if_empty,
     write_metadata,
 )
-from tfod.data.images import PreparedImage
+from tfod.data.images import ImageError, PreparedImage, decode_image
 from tfod.data.labelmap import format_label_map, read_label_map
 from tfod.data.tfrecord import ShardWriter, build_example, shard_names
 from tfod.errors import TfodError
@@ -47,6 +46,18 @@ from tfod.errors import TfodError
 FORMAT = "odapi-tfrecord"
 REQUIRED_KEYS = ("image/encoded", "image/height", "image/width")
 BOX_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
+# Each key's value type, as Model Garden's TfExampleDecoder parses it.
+KINDS = {
+    "image/encoded": "bytes_list",
+    "image/source_id": "bytes_list",
+    "image/filename": "bytes_list",
+    "image/height": "int64_list",
+    "image/width": "int64_list",
+    **dict.fromkeys(BOX_KEYS, "float_list"),
+    "image/object/class/label": "int64_list",
+    "image/object/is_crowd": "int64_list",
+    "image/object/difficult": "int64_list",
+}
 # What TensorFlow's decode_image (Model Garden's decoder) reads; Pillow reads more.
 HARMLESS = {Kind.BOX_CLIPPED, Kind.SIZE_MISMATCH}  # what records may keep when referenced
 TF_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "gif", "BMP": "bmp"}
@@ -104,6 +115,8 @@ def import_records(
     files = {"train": list(train), "val": list(val)}
     for path in [*files["train"], *files["val"], label_map]:
         check_out(out, path)
+        if path != label_map and not path.is_file():
+            raise TfodError("a record file must be a regular file", path)
     labels = read_label_map(label_map)
     classes = list(labels.values())
     new_ids = {name: i for i, name in enumerate(classes, start=1)}
@@ -158,6 +171,13 @@ def import_records(
                         int(example.source_id), example.filename, _image(example), example.boxes
                     )
         raise_if_empty(stats, problems, label_map, out)
+        for split in SPLITS:
+            if files[split] and not stats[split].images:
+                raise TfodError(
+                    f"no usable image in the {split} records "
+                    f"({', '.join(p.name for p in files[split])}); {out} was left as it was. "
+                    f"Problems found: {_first_problems(problems)}"
+                )
         text = format_label_map(classes)
         fingerprint.update(text.encode())
         (tmp / LABEL_MAP).write_text(text, encoding="utf-8")
@@ -182,6 +202,11 @@ def import_records(
         )
         write_metadata(tmp, summary)
     return summary
+
+
+def _first_problems(problems: list[Problem]) -> str:
+    shown = "; ".join(f"{p.file}: {p.detail}" for p in problems[:3])
+    return shown + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "") or "none"
 
 
 def _image(example: _Example) -> PreparedImage:
@@ -235,6 +260,14 @@ def _check(
         feature = tf.train.Example.FromString(record).features.feature
     except DecodeError as err:
         return _bad(record, where, Kind.BAD_ANNOTATION, f"not a tf.train.Example ({err})")
+    mistyped = [
+        f"{key} holds {kind.removesuffix('_list')} values where {want.removesuffix('_list')} "
+        "values belong"
+        for key, want in KINDS.items()
+        if key in feature and (kind := feature[key].WhichOneof("kind")) not in (want, None)
+    ]
+    if mistyped:
+        return _bad(record, where, Kind.BAD_ANNOTATION, "; ".join(mistyped))
     missing = [k for k in REQUIRED_KEYS if not _values(feature, k)]
     if missing:
         return _bad(record, where, Kind.BAD_ANNOTATION, f"missing {', '.join(missing)}")
@@ -244,12 +277,9 @@ def _check(
     encoded = bytes(_values(feature, "image/encoded")[0])
     stored = (int(_values(feature, "image/width")[0]), int(_values(feature, "image/height")[0]))
     try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(encoded)) as picture:
-            picture.load()
+        with decode_image(encoded) as picture:
             fmt, size = picture.format or "", picture.size
-    except (OSError, ValueError, SyntaxError) as err:
+    except ImageError as err:
         return _bad(record, where, Kind.UNREADABLE_IMAGE, f"{filename}: {err}")
     if fmt not in TF_FORMATS:
         return _bad(
