@@ -175,3 +175,56 @@ def test_a_dataset_without_images_or_boxes_is_an_error_with_the_right_advice(
     errors = [f.message for f in _findings(smoke_config(data)) if f.severity == "error"]
     assert any(re.search(message, m) for m in errors), errors
     assert not any("use at most 0" in m for m in errors)
+
+
+# --- every value is checked wherever it came from: the resolved experiment, after overrides ----
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"task": {"model": {"input_size": [100000, 100000, 3]}}}, "overrides.task.model.input_size", "100000x100000 is outside 32..4096"),
+        ({"task": {"train_data": {"input_path": "/etc/passwd"}}}, "overrides.task.train_data.input_path", "/etc/passwd is not a TFRecord file"),
+        ({"task": {"validation_data": {"input_path": "/nowhere/*.tfrecord"}}}, "overrides.task.validation_data.input_path", "matches no file"),
+        ({"task": {"train_data": {"input_path": "/dev/zero"}}}, "overrides.task.train_data.input_path", "/dev/zero is not a regular file"),
+        ({"task": {"init_checkpoint": "/etc/passwd"}}, "overrides.task.init_checkpoint", "checkpoint not found"),
+        ({"trainer": {"max_to_keep": 0}}, "overrides.trainer.max_to_keep", "0 must be a whole number of at least 1"),
+        ({"trainer": {"steps_per_loop": 0}}, "overrides.trainer.steps_per_loop", "0 must be a whole number"),
+        ({"trainer": {"checkpoint_interval": -1}}, "overrides.trainer.checkpoint_interval", "-1 must be"),
+    ],
+)  # fmt: skip
+def test_overridden_values_pass_the_same_checks(
+    demo_data: Path, overrides: dict[str, Any], field: str, message: str
+) -> None:
+    config = smoke_config(demo_data, train={"batch_size": 8}, overrides=overrides)
+    errors = [f for f in _findings(config) if f.severity == "error"]
+    assert [f.field for f in errors] == [field], errors
+    assert message in errors[0].message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"train": {"learning_rate": float("nan")}},
+        {"train": {"learning_rate": float("inf")}},
+        {"train": {"learning_rate": 1e308}},
+        {"overrides": {"task": {"losses": {"l2_weight_decay": float("nan")}}}},
+    ],
+)
+def test_non_finite_and_absurd_numbers_are_refused(tmp_path: Path, raw: dict[str, Any]) -> None:
+    import yaml
+
+    path = tmp_path / "tfod.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "data": {"dir": "d"}, **raw}))
+    with pytest.raises(TfodError, match="invalid settings") as info:
+        load_config(path)
+    assert "finite" in str(info.value) or "less than or equal to 10" in str(info.value)
+
+
+def test_an_ftp_checkpoint_is_named_once_with_what_is_fetched(demo_data: Path) -> None:
+    config = smoke_config(
+        demo_data, train={"batch_size": 8}, model={"init_checkpoint": "ftp://h/ckpt-1"}
+    )
+    finding = _only(_findings(config))
+    assert (
+        finding.field == "model.init_checkpoint" and "model.init_checkpoint" not in finding.message
+    )
+    assert finding.message.startswith("ftp://h/ckpt-1: only zoo:NAME, https://, http:// and gs://")

@@ -234,3 +234,25 @@ def test_predict_command(exported_run: Path, media: Path, tmp_path: Path) -> Non
     assert "1 image(s), 0 video(s)" in result.stderr
     assert "skipped" in result.stderr and "missing.png: no such file or folder" in result.stderr
     assert (tmp_path / "o" / "a.jpg").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("artefact", ["run", "model_fp32.tflite"])
+def test_an_image_the_model_cannot_take_is_a_counted_skip_and_the_rest_is_predicted(
+    exported_run: Path, media: Path, tmp_path: Path, artefact: str
+) -> None:
+    from PIL import Image
+
+    from tests.robustness.corpus import _png_header
+
+    Image.new("RGB", (20000, 1), (90, 90, 90)).save(tmp_path / "wide.png")
+    (tmp_path / "bomb.png").write_bytes(_png_header(12000, 12000))  # 144 Mpx
+    path = exported_run if artefact == "run" else exported_run / "export" / artefact
+    inputs = [tmp_path / "wide.png", tmp_path / "bomb.png", media / "pics" / "a.jpg"]
+    result = predict(load_model(path), inputs, tmp_path / "out", 0.2)
+    assert result.images == 1
+    reasons = {p.name: why for p, why in result.skipped}
+    assert reasons["wide.png"].startswith("the model cannot take this 20000x1 image"), reasons
+    assert reasons["bomb.png"].startswith("cannot read image") and "pixels" in reasons["bomb.png"]
+    images = json.loads((tmp_path / "out" / "images.json").read_text())["images"]
+    assert [i["file_name"] for i in images] == ["a.jpg"] and images[0]["id"] == 1

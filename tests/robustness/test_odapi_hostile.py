@@ -180,3 +180,23 @@ def test_a_hostile_pipeline_config_is_one_line(
     )
     assert code == 1 and "Traceback" not in output, output
     assert message in " ".join(output.split()), output
+
+
+def test_a_pipeline_config_with_a_nan_rate_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    source = (
+        Path(__file__).parents[1] / "odapi" / "configs" / "ssd_mobilenet_v2_fpnlite_320x320.config"
+    )
+    path = tmp_path / "pipeline.config"
+    path.write_text(
+        re.sub(r"learning_rate_base: [0-9.e-]+", "learning_rate_base: nan", source.read_text())
+    )
+    code, output = run_tfod(
+        ["import", "pipeline", str(path), "--out", str(tmp_path / "t.yaml")], capsys
+    )
+    assert code == 1 and "Traceback" not in output
+    assert "train.learning_rate" in output and "finite number" in output, output
+    assert not (tmp_path / "t.yaml").exists()

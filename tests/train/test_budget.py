@@ -106,3 +106,13 @@ def test_a_timed_run_ends_on_time_at_the_end_of_its_schedule(
 
     again = train(config, tmp_path, progress=False)  # a finished timed run keeps its plan
     assert again.step == plan["steps"]
+
+
+def test_a_very_long_budget_still_checkpoints_every_half_hour() -> None:
+    """99999h used to plan one checkpoint every 9e8 steps: nothing saved along the way."""
+    from tfod.train.budget import MAX_GAP_SECONDS, parse_duration
+
+    calibration = Calibration(step=40, elapsed=60.0, steps_per_second=2.0, eval_seconds=10.0)
+    plan = fit(parse_duration("99999h"), calibration, per_loop=10)
+    assert plan.eval_every <= MAX_GAP_SECONDS * 2.0 and plan.eval_every % 10 == 0
+    assert plan.steps > 1e8 and plan.evaluations > 1e5

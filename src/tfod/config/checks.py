@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from rich.console import Console
 from rich.markup import escape
 
 from tfod.config.experiment import AUTO_RATE_CAP, BN_MIN_RUN_FRACTION, Plan
 from tfod.config.schema import TfodConfig
 from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
-from tfod.errors import TfodError
+from tfod.errors import TfodError, describe
 from tfod.train.budget import MIN_BUDGET_SECONDS
 from tfod.train.cluster import Placement
 
 LR_TOO_HIGH, LR_TOO_LOW = AUTO_RATE_CAP, 0.25  # factors of the linear-scaling rule
 SMALL_BN_BATCH = 8  # per replica; below it batch-norm statistics are noisy
+MAX_INPUT_SIDE = 4096  # pixels
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def run_checks(
         findings.append(Finding("warning", field, message))
 
     _check_data(config, summary, error)
+    _check_overridden_records(config, experiment, error)
+    _check_trainer(experiment.trainer, error)
     model = experiment.task.model
     _check_classes(config, model.num_classes, error)
     _check_input_size(list(model.input_size), int(model.max_level), error)
@@ -84,9 +89,10 @@ def run_checks(
         "`learning_rate: auto` gives 1x to 4x that: more for small batches (square-root scaling)"
     )
     if ratio > LR_TOO_HIGH:
+        times = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"
         error(
             "train.learning_rate",
-            f"{plan.learning_rate:g} is {ratio:.1f}x too high and will likely diverge: {rule}",
+            f"{plan.learning_rate:g} is {times} too high and will likely diverge: {rule}",
         )
     elif ratio < LR_TOO_LOW and config.qat is None:  # QAT fine-tunes at a tenth by design
         warning(
@@ -126,7 +132,7 @@ def run_checks(
             "true}}`); or, on several GPUs, sync batch norm across them (`overrides: {task: {model: "
             "{norm_activation: {use_sync_bn: true}}}}`)",
         )
-    if config.model.init_checkpoint:
+    if experiment.task.init_checkpoint:
         _check_checkpoint(config, experiment, error)
     if config.qat is not None:
         _check_qat(config, experiment, error)
@@ -201,6 +207,14 @@ def _check_classes(config: TfodConfig, num_classes: int, error: Any) -> None:
 
 def _check_input_size(size: list[int], max_level: int, error: Any) -> None:
     stride = 2**max_level
+    if not all(stride <= side <= MAX_INPUT_SIDE for side in size[:2]):
+        error(
+            "overrides.task.model.input_size",
+            f"{size[0]}x{size[1]} is outside {stride}..{MAX_INPUT_SIDE} pixels a side: the "
+            f"coarsest feature level (2^{max_level}) needs at least {stride}, and a side over "
+            f"{MAX_INPUT_SIDE} runs out of memory on any accelerator",
+        )
+        return
     for side in size[:2]:
         if side % stride:
             lower, upper = side // stride * stride, (side // stride + 1) * stride
@@ -213,17 +227,74 @@ def _check_input_size(size: list[int], max_level: int, error: Any) -> None:
             return
 
 
+def _check_overridden_records(config: TfodConfig, experiment: Any, error: Any) -> None:
+    """Record files that `overrides:` names instead of the dataset's must be TFRecords."""
+    import glob
+
+    import tensorflow as tf
+
+    for split, data in (
+        ("train", experiment.task.train_data),
+        ("val", experiment.task.validation_data),
+    ):
+        pattern = str(data.input_path)
+        if pattern == str(config.data.dir / f"{split}-*.tfrecord"):
+            continue  # the dataset's own shards: checked with the dataset
+        field = f"overrides.task.{'train' if split == 'train' else 'validation'}_data.input_path"
+        files = sorted(glob.glob(pattern))  # noqa: PTH207 (absolute globs)
+        if not files:
+            error(field, f"{pattern!r} matches no file")
+            continue
+        irregular = [f for f in files if not Path(f).is_file()]
+        if irregular:
+            error(field, f"{irregular[0]} is not a regular file")
+            continue
+        try:
+            for record in tf.data.TFRecordDataset(files[0]).take(1).as_numpy_iterator():
+                tf.train.Example.FromString(record)
+        except (tf.errors.OpError, DecodeError) as err:
+            error(
+                field, f"{files[0]} is not a TFRecord file of tf.train.Examples ({describe(err)})"
+            )
+
+
+def _check_trainer(trainer: Any, error: Any) -> None:
+    """Counts that `overrides:` may set and Model Garden's loop needs positive."""
+    for name in (
+        "train_steps",
+        "steps_per_loop",
+        "checkpoint_interval",
+        "validation_interval",
+        "max_to_keep",
+    ):
+        value = getattr(trainer, name)
+        if not isinstance(value, int) or value < 1:
+            error(f"overrides.trainer.{name}", f"{value!r} must be a whole number of at least 1")
+    loop, summary = trainer.steps_per_loop, trainer.summary_interval
+    if (
+        isinstance(loop, int)
+        and loop >= 1
+        and (not isinstance(summary, int) or summary < 1 or summary % loop)
+    ):
+        error(
+            "overrides.trainer.summary_interval",
+            f"{summary!r} must be a positive multiple of steps_per_loop ({loop})",
+        )
+
+
 def _check_checkpoint(config: TfodConfig, experiment: Any, error: Any) -> None:
     from tfod.train import finetune
 
     model = experiment.task.model
     classifier = model.num_classes * model.anchor.num_scales * len(model.anchor.aspect_ratios)
+    checkpoint = str(experiment.task.init_checkpoint)
+    field = "model.init_checkpoint"
+    if checkpoint != str(config.model.init_checkpoint or ""):
+        field = "overrides.task.init_checkpoint"
     try:
-        finetune.plan_restore(
-            str(config.model.init_checkpoint), experiment.task.init_checkpoint_modules, classifier
-        )
+        finetune.plan_restore(checkpoint, experiment.task.init_checkpoint_modules, classifier)
     except TfodError as err:
-        error("model.init_checkpoint", str(err))
+        error(field, str(err))
 
 
 def _check_qat(config: TfodConfig, experiment: Any, error: Any) -> None:

@@ -14,6 +14,7 @@ Relative paths are read from the folder of the tfod.yaml file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,7 +37,7 @@ Metric = Literal["AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax100"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSection(_Section):
@@ -75,7 +76,7 @@ class TrainSection(_Section):
         description="a wall-clock budget instead of steps, e.g. 10m, 90s, 1.5h: the step count and "
         "the schedule are fitted to end on time",
     )
-    learning_rate: float | Literal["auto"] = Field(
+    learning_rate: Annotated[float, Field(gt=0, le=10)] | Literal["auto"] = Field(
         default="auto",
         description="peak rate; auto = the preset's rate scaled to the batch: by the square root "
         "below the preset's reference batch (at most 4x the linear rule), linearly above it",
@@ -151,6 +152,32 @@ class TfodConfig(_Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     overrides: dict[str, Any] = Field(default_factory=dict)
     qat: QatSection | None = None
+
+    @field_validator("overrides")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        where = _non_finite(value)
+        if where is not None:
+            raise ValueError(f"{where} is not a finite number")
+        return value
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in `value` (None: there is none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "the value"
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def load_config(path: Path) -> TfodConfig:

@@ -19,8 +19,9 @@ import numpy as np
 
 from tfod import atomic
 from tfod.data.convert import LABEL_MAP
+from tfod.data.images import ImageError, decode_image
 from tfod.data.labelmap import read_label_map
-from tfod.errors import TfodError
+from tfod.errors import TfodError, describe
 from tfod.predict.models import DetectionModel, TFLiteModel, saved_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -128,9 +129,9 @@ def predict(
     detections: list[dict[str, Any]] = []
 
     def detect(image: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+        found = model.detect(image).above(threshold)
         entry["id"] = len(images) + 1
         images.append(entry)
-        found = model.detect(image).above(threshold)
         detections.extend(found.coco(entry["id"]))
         result.detections += len(found.scores)
         if on_frame is not None:
@@ -171,15 +172,19 @@ def count_frames(inputs: list[Path]) -> int:
 def _predict_image(
     path: Path, out: Path, name: Path, detect: Callable[[np.ndarray, dict[str, Any]], Any]
 ) -> str | None:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    import tensorflow as tf
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as opened:
+        with decode_image(path.read_bytes()) as opened:
             image = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except (OSError, ImageError, ValueError) as err:
         return f"cannot read image: {err}"
     height, width = image.shape[:2]
-    annotated = detect(image, {"file_name": str(name), "width": width, "height": height})
+    try:
+        annotated = detect(image, {"file_name": str(name), "width": width, "height": height})
+    except tf.errors.InvalidArgumentError as err:  # e.g. 20000x1: resized to a height of 0
+        return f"the model cannot take this {width}x{height} image ({describe(err)})"
     buffer = io.BytesIO()
     kind = "PNG" if name.suffix == ".png" else "JPEG"
     Image.fromarray(annotated).save(buffer, kind, **({"quality": 92} if kind == "JPEG" else {}))

@@ -101,8 +101,16 @@ class RunDir:
                 self.path,
             )
 
+        created = not self.path.exists()
         with lockfile.hold(self.path / LOCK, refuse):
-            yield
+            try:
+                yield
+            finally:
+                # A run that failed before writing a file leaves no folder behind.
+                if created and [p.name for p in self.path.iterdir()] == [LOCK]:
+                    with contextlib.suppress(OSError):
+                        (self.path / LOCK).unlink()
+                        self.path.rmdir()
 
     # run.json -------------------------------------------------------------------------------
     def read(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ CALIBRATION_MAX_SECONDS = 30.0
 CALIBRATION_MIN_LOOPS = 1  # steady loops after the first, which traces the graph
 EVAL_SHARE = 0.15  # of the remaining time that evaluations may take
 MAX_EVALUATIONS = 10
+MAX_GAP_SECONDS = 1800.0  # of training between two checkpoints of a timed run, at most
 TAIL_SECONDS = 5.0  # the last checkpoint, run.json and the plots
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
 _UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -98,6 +99,10 @@ def fit(budget: float, calibration: Calibration, per_loop: int) -> Fit:
             "train.time",
         )
     eval_every = per_loop * math.ceil((c.step + more) / evaluations / per_loop)
+    # However long the budget, a checkpoint (and an evaluation) at least every MAX_GAP_SECONDS.
+    eval_every = min(
+        eval_every, per_loop * max(1, int(MAX_GAP_SECONDS * c.steps_per_second) // per_loop)
+    )
     steps = steps_within(left, c, eval_every, per_loop)
     return Fit(steps, eval_every, evaluations_between(c.step, steps, eval_every))
 

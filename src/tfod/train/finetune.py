@@ -58,10 +58,12 @@ def resolve_checkpoint(path: str) -> str:
         return str(latest)
     if Path(f"{path}.index").is_file():
         return path
+    if "://" in path:
+        raise TfodError("only zoo:NAME, https://, http:// and gs:// checkpoints are fetched", path)
     raise TfodError(
         "checkpoint not found: give a checkpoint prefix (ckpt-N, with ckpt-N.index beside it), "
-        "a folder holding checkpoints, or a tfod run folder",
-        "model.init_checkpoint",
+        "a folder holding checkpoints, a tfod run folder or a zoo:NAME",
+        path,
     )
 
 
