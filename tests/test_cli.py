@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -195,3 +196,21 @@ def test_tensorboard_runs_in_this_environment() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("2.")
+
+
+def test_demo_trains_the_run_it_is_told(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """compose's TFOD_RUN reaches the demo trainer (`tfod demo --run`), as it does the evaluator."""
+    from tfod.train import demo
+
+    calls: list[tuple[object, ...]] = []
+
+    def record(data: Path, runs_dir: Path, steps: int | None, inline_eval: bool, name: str) -> None:
+        calls.append((steps, inline_eval, name, demo.demo_config(data, steps or 1, name).name))
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(demo, "run_demo", record)
+    result = runner.invoke(
+        app, ["demo", "--data", str(tmp_path), "--run", "other", "--steps", "3", "--no-eval"]
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [(3, False, "other", "other")]

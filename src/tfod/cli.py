@@ -405,9 +405,16 @@ def evaluate(
             f"Watching {escape(str(run))} for checkpoints (idle timeout {timeout:g} s)..."
         )
         count = evaluator.watch(timeout, poll, on_row=lambda row: print_metrics(console, row))
-        console.print(
-            f"Evaluated {count} checkpoint(s); run status: {run_dir.read().get('status')}."
-        )
+        state = run_dir.read()
+        if count:
+            console.print(f"Evaluated {count} checkpoint(s); run status: {state.get('status')}.")
+        else:  # e.g. the trainer failed, and this is an earlier run of the same name
+            console.print(
+                f"[yellow]No new checkpoint to evaluate[/yellow]: run {run_dir.name!r} is "
+                f"{state.get('status')} at step {state.get('step')} (updated {state.get('updated')}) "
+                "and each of its checkpoints was evaluated before. If a trainer was to write it "
+                "now, look at the trainer's output."
+            )
 
 
 def _wait_for_run(run: RunDir, timeout: float, poll: float) -> None:
@@ -436,11 +443,14 @@ def demo(
         bool,
         typer.Option(help="Evaluate while training (--no-eval: leave it to `tfod eval --watch`)."),
     ] = True,
+    run: Annotated[
+        str, typer.Option(help="The run's name (its folder under --runs-dir).")
+    ] = "demo",
 ) -> None:
     """The whole job on built-in data: make the demo dataset, train a detector, evaluate it."""
     from tfod.train.demo import run_demo
 
-    result = run_demo(data, runs_dir, steps, inline_eval=eval)
+    result = run_demo(data, runs_dir, steps, inline_eval=eval, name=run)
     _report_training(result, title=f"Demo run {result.run.path}: COCO metrics")
 
 

@@ -7,11 +7,11 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import tomllib
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +96,6 @@ def test_train_image_has_cuda_tensorflow(client: Any) -> None:
         environment={"TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert out.strip().splitlines()[-1] == "True"
-
-
-@pytest.fixture(scope="module")
-def volumes(client: Any) -> Iterator[dict[str, dict[str, str]]]:
-    """Fresh `data` and `runs` named volumes, removed afterwards."""
-    names = {f"tfod-test-{kind}-{uuid.uuid4().hex[:8]}": f"/{kind}" for kind in ("data", "runs")}
-    for name in names:
-        client.volumes.create(name)
-    yield {name: {"bind": path, "mode": "rw"} for name, path in names.items()}
-    for name in names:
-        client.volumes.get(name).remove(force=True)
 
 
 def cat(client: Any, volumes: dict[str, Any], path: str) -> str:
@@ -286,52 +275,78 @@ def _service(client: Any, project: str, service: str) -> str:
 MIRROR_TARBALL = (
     "/mirror/tf_model_garden/vision/qat/mobilenetv2_ssd_coco/mobilenetv2_ssd_i256_ckpt.tar.gz"
 )
+# A tarball laid out like Model Garden's published one, from a run of the matching preset.
+MAKE_PUBLISHED = (
+    "set -e; tfod data demo --out /tmp/pets --n 16; "
+    "tfod init --data /tmp/pets --out /tmp/coco.yaml --name coco "
+    "--preset retinanet-mobilenetv2-ssd-256; "
+    "tfod train /tmp/coco.yaml --runs-dir /tmp/runs --steps 2 --batch-size 2 --no-eval; "
+    "mkdir -p /tmp/pack/mobilenetv2_ssd_i256_ckpt $(dirname " + MIRROR_TARBALL + "); "
+    "for part in index data-00000-of-00001; do cp /tmp/runs/coco/ckpt-2.$part "
+    "/tmp/pack/mobilenetv2_ssd_i256_ckpt/ckpt-277200.$part; done; "
+    "tar -czf " + MIRROR_TARBALL + " -C /tmp/pack mobilenetv2_ssd_i256_ckpt; "
+    "chmod -R a+rX /mirror"
+)
 
 
-def test_pretrained_fine_tuning_downloads_once_into_a_shared_cache(
-    client: Any, volumes: dict[str, Any]
+def test_compose_reruns_with_other_settings_and_fine_tunes_from_a_mirror_folder(
+    client: Any,
 ) -> None:
-    """The compose stack's cache volume: the trainer fetches a zoo entry (from a mirror folder
-    holding a tarball laid out like Model Garden's, made from a run trained here), the exporter
-    finds it cached."""
-    extra = {f"tfod-test-{kind}-{uuid.uuid4().hex[:8]}": kind for kind in ("cache", "mirror")}
-    for name in extra:
-        client.volumes.create(name)
-    mounts = {
-        **volumes,
-        **{name: {"bind": "/home/tfod/.cache/tfod" if kind == "cache" else "/mirror", "mode": "rw"} for name, kind in extra.items()},
-    }  # fmt: skip
+    """On the volumes of a first `up`: more TFOD_DEMO_STEPS resume the run, a new TFOD_RUN trains
+    a new one (no `down -v`), and TFOD_ZOO_MIRROR_DIR (a host folder) serves a fine-tune whose
+    checkpoint lands in the cache volume the exporter shares."""
+    project = f"tfodre{uuid.uuid4().hex[:6]}"
+    mirror = Path(tempfile.mkdtemp(prefix="tfod-mirror-"))
+    mirror.chmod(0o755)  # read by the containers' non-root user
+    compose = [*_compose_command(), "-f", str(ROOT / "compose.yaml")]
+    runs = {f"{project}_runs": {"bind": "/runs", "mode": "ro"}}
+
+    def call(*args: str, **settings: str) -> str:
+        env = {**os.environ, "COMPOSE_PROJECT_NAME": project, **settings}
+        result = subprocess.run(
+            [*compose, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert result.returncode == 0, f"{args}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        return result.stdout + result.stderr
+
+    def train(**settings: str) -> str:
+        """`up` the trainer (and its prepare) with `settings`; its log once it has exited 0."""
+        call("up", "-d", "--no-build", "trainer", **settings)
+        trainer = client.containers.get(_service(client, project, "trainer"))
+        status = trainer.wait(timeout=900)
+        log = trainer.logs().decode(errors="replace")
+        assert status["StatusCode"] == 0, log[-3000:]
+        return log
+
+    def state(run: str) -> dict[str, Any]:
+        return dict(json.loads(cat(client, runs, f"/runs/{run}/run.json")))
+
     try:
-        run(client, "export", ["data", "demo", "--out", "/data/pets", "--n", "16"], volumes=mounts)
-        make_published = (
-            "set -e; tfod init --data /data/pets --out /tmp/coco.yaml --name coco "
-            "--preset retinanet-mobilenetv2-ssd-256; "
-            "tfod train /tmp/coco.yaml --runs-dir /tmp/runs --steps 2 --batch-size 2 --no-eval; "
-            "mkdir -p /tmp/pack/mobilenetv2_ssd_i256_ckpt $(dirname " + MIRROR_TARBALL + "); "
-            "for part in index data-00000-of-00001; do cp /tmp/runs/coco/ckpt-2.$part "
-            "/tmp/pack/mobilenetv2_ssd_i256_ckpt/ckpt-277200.$part; done; "
-            "tar -czf " + MIRROR_TARBALL + " -C /tmp/pack mobilenetv2_ssd_i256_ckpt"
-        )
-        run(client, "train", ["-c", make_published], entrypoint="sh", volumes=mounts, user="root")
-        fine_tune = (
-            "set -e; tfod init --data /data/pets --out /tmp/pets.yaml --name pets "
-            "--pretrained retinanet-mobilenetv2-256-coco; "
-            "tfod train /tmp/pets.yaml --runs-dir /runs --steps 2 --no-eval"
-        )
-        out = run(
-            client, "train", ["-c", fine_tune], entrypoint="sh", volumes=mounts,
-            environment={"TFOD_ZOO_MIRROR": "/mirror"},
+        train(TFOD_DEMO_STEPS="4")
+        assert state("demo")["step"] == 4
+        log = train(TFOD_DEMO_STEPS="6")  # the demo's evaluation interval changes with its steps
+        assert "Resuming from step 4" in log and state("demo")["step"] == 6, log[-3000:]
+        train(TFOD_RUN="other", TFOD_DEMO_STEPS="4")
+        assert state("other")["status"] == "finished" and state("demo")["step"] == 6
+
+        run(client, "train", ["-c", MAKE_PUBLISHED], entrypoint="sh", user="root",
+            volumes={str(mirror): {"bind": "/mirror", "mode": "rw"}})  # fmt: skip
+        log = train(
+            TFOD_RUN="finetune", TFOD_DEMO_STEPS="2", TFOD_PRETRAINED="retinanet-mobilenetv2-256-coco",
+            TFOD_ZOO_MIRROR_DIR=str(mirror),
         )  # fmt: skip
-        assert "Started from zoo:retinanet-mobilenetv2-256-coco" in out, out[-3000:]
-        state = json.loads(cat(client, mounts, "/runs/pets/run.json"))
-        assert state["initialized_from"]["report"]["backbone"]["action"] == "restored"
-        listing = run(
-            client, "export", ["zoo", "list"], volumes=mounts, environment={"COLUMNS": "250"}
+        assert "Started from zoo:retinanet-mobilenetv2-256-coco" in log, log[-3000:]
+        assert state("finetune")["initialized_from"]["report"]["backbone"]["action"] == "restored"
+        listing = call(
+            "--profile", "export", "run", "--rm", "-e", "COLUMNS=250", "exporter", "zoo", "list"
         )
         row = next(
             line for line in listing.splitlines() if "retinanet-mobilenetv2-256-coco " in line
         )
         assert " yes " in row, listing
     finally:
-        for name in extra:
-            client.volumes.get(name).remove(force=True)
+        subprocess.run(
+            [*compose, "--profile", "export", "down", "-v", "--remove-orphans"], cwd=ROOT,
+            env={**os.environ, "COMPOSE_PROJECT_NAME": project}, capture_output=True, timeout=300,
+        )  # fmt: skip
+        shutil.rmtree(mirror, ignore_errors=True)

@@ -148,6 +148,21 @@ def test_watch_gives_up_when_no_run_appears(tmp_path: Path) -> None:
     assert result.returncode == 1 and "no run appeared within 1 s" in result.stderr
 
 
+def test_watch_of_a_finished_run_with_nothing_new_says_so(smoke_run: Path, tmp_path: Path) -> None:
+    """An evaluator beside a trainer that failed at once watches the earlier run of that name:
+    it must not read like a success."""
+    import shutil
+
+    earlier = shutil.copytree(smoke_run, tmp_path / "demo")
+    result = subprocess.run(
+        [sys.executable, "-m", "tfod", "eval", str(earlier), "--watch", "--timeout", "5", "--poll", "0.5"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "No new checkpoint to evaluate: run 'demo' is finished at step 4" in result.stderr
+    assert "Evaluated 0" not in result.stderr
+
+
 def test_model_garden_ground_truth_fallback_is_still_broken_under_numpy2() -> None:
     """Why tfod always passes val_coco.json: Model Garden's own ground-truth builder calls int()
     on per-image entries, which NumPy 2 refuses for shape-[1] arrays.

@@ -238,3 +238,35 @@ def test_ctrl_c_ends_the_wait_for_peers(tmp_path: Path, demo_data: Path) -> None
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in output, seen + output
+
+
+def test_a_worker_names_other_settings_instead_of_waiting_for_a_chief_that_refused(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """The chief refuses to resume a run of other settings; a worker used to see only its peer
+    gone. Every task now checks before the cluster starts."""
+    import os
+    import subprocess
+    import sys
+
+    from tfod.config.schema import dump_config
+
+    earlier = smoke_config(demo_data, name="mw", train={"batch_size": 4, "learning_rate": 0.01})
+    run = tmp_path / "runs" / "mw"
+    run.mkdir(parents=True)
+    (run / "tfod.yaml").write_text(dump_config(earlier))
+    (run / "run.json").write_text('{"status": "finished"}')
+    config = tmp_path / "tfod.yaml"
+    config.write_text(dump_config(smoke_config(demo_data, name="mw", train={"batch_size": 4})))
+    tf_config = json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{_closed_port()}", f"127.0.0.1:{_closed_port()}"]},
+         "task": {"type": "worker", "index": 1}}
+    )  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tfod", "train", str(config), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CONFIG": tf_config, "COLUMNS": "300"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "run 'mw' exists with other settings (train.learning_rate" in result.stderr
+    assert "waiting for" not in result.stderr

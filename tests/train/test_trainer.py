@@ -53,6 +53,34 @@ def test_resuming_with_other_settings_is_refused(smoke_run: Path) -> None:
         train(changed, smoke_run.parent, progress=False)
 
 
+def test_the_advice_on_other_settings_is_what_compose_sets(
+    smoke_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfod.train.trainer import train
+
+    settings = yaml.safe_load((smoke_run / "tfod.yaml").read_text())
+    settings["train"]["learning_rate"] = 0.001
+    with pytest.raises(TfodError, match="For a new run, pass --run NEW_NAME;"):
+        train(TfodConfig.model_validate(settings), smoke_run.parent, progress=False)
+    monkeypatch.setenv("TFOD_NEW_RUN_HINT", "set TFOD_RUN=NEW_NAME")
+    with pytest.raises(TfodError, match="For a new run, set TFOD_RUN=NEW_NAME;"):
+        train(TfodConfig.model_validate(settings), smoke_run.parent, progress=False)
+
+
+def test_another_evaluation_interval_is_not_other_settings(smoke_run: Path) -> None:
+    """The demo's interval follows its steps: TFOD_DEMO_STEPS=N on a compose run resumes it."""
+    from tfod.config.experiment import make_plan
+    from tfod.data.convert import load_summary
+    from tfod.train.trainer import _refuse_other_settings
+
+    settings = yaml.safe_load((smoke_run / "tfod.yaml").read_text())
+    settings["eval"]["every_steps"] = 7
+    config = TfodConfig.model_validate(settings)
+    _refuse_other_settings(
+        RunDir(smoke_run), config, make_plan(config, load_summary(config.data.dir))
+    )
+
+
 def test_finetune_from_a_run_with_other_classes(smoke_run: Path, tmp_path: Path) -> None:
     import tensorflow as tf
 

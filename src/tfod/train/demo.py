@@ -19,11 +19,11 @@ DEMO_BATCH = 8
 DEMO_LEARNING_RATE = 0.04
 
 
-def demo_config(data: Path, steps: int = DEMO_STEPS) -> TfodConfig:
+def demo_config(data: Path, steps: int = DEMO_STEPS, name: str = "demo") -> TfodConfig:
     """The demo's tfod.yaml: the phone-sized preset, trained from scratch on the shapes."""
     return TfodConfig.model_validate(
         {
-            "name": "demo",
+            "name": name,
             "data": {"dir": str(data.resolve())},
             "model": {"preset": DEMO_PRESET},
             "train": {
@@ -37,11 +37,16 @@ def demo_config(data: Path, steps: int = DEMO_STEPS) -> TfodConfig:
 
 
 def run_demo(
-    data: Path, runs_dir: Path, steps: int | None = None, inline_eval: bool = True
+    data: Path,
+    runs_dir: Path,
+    steps: int | None = None,
+    inline_eval: bool = True,
+    name: str = "demo",
 ) -> TrainResult:
     """Make the demo dataset if `data` has none, then train (and evaluate) the demo run."""
     from tfod.data.demo import make_demo
 
     if not (data / DATASET_JSON).is_file():
         make_demo(data, n=DEMO_IMAGES)
-    return train(demo_config(data, steps or DEMO_STEPS), runs_dir, inline_eval=inline_eval)
+    config = demo_config(data, steps or DEMO_STEPS, name)
+    return train(config, runs_dir, inline_eval=inline_eval)

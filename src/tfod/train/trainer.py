@@ -117,11 +117,16 @@ def train(
             "`train.steps` (a timed run on one worker's hardware shows the rate)",
             "train.time",
         )
+    run = RunDir(runs_dir / (run_name or config.name))
+    if placement.cluster is not None and run.exists():
+        # Every task refuses a run of other settings before the cluster starts: the chief would
+        # refuse it later, and a worker would then only see its peer gone.
+        plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
+        _refuse_other_settings(run, config, plan)
     # A multi-worker strategy must exist before TensorFlow runs anything else in this process.
     peer_timeout = budget.parse_duration(config.train.peer_timeout)
     strategy = make_strategy(placement, peer_timeout) if placement.cluster is not None else None
     job = _Job(placement, strategy, started)
-    run = RunDir(runs_dir / (run_name or config.name))
     if not placement.is_chief:
         return _train_worker(config, summary, run, steps, batch_size, job)
     with run.lock():
@@ -483,6 +488,12 @@ def _claim(run: RunDir, config: TfodConfig, plan: Plan) -> None:
     if not run.exists():
         run.path.mkdir(parents=True, exist_ok=True)
         return
+    _refuse_other_settings(run, config, plan)
+
+
+def _refuse_other_settings(run: RunDir, config: TfodConfig, plan: Plan) -> None:
+    """Raise if `run` holds a run of other settings than `config` and `plan`: resuming it would
+    mix them. The number of steps, a time budget and the evaluation interval may change."""
     old = (
         yaml.safe_load((run.path / CONFIG_COPY).read_text(encoding="utf-8"))
         if (run.path / CONFIG_COPY).is_file()
@@ -490,13 +501,16 @@ def _claim(run: RunDir, config: TfodConfig, plan: Plan) -> None:
     )
     new = yaml.safe_load(dump_config(config))
     old_plan = run.read().get("plan", {})
-    differences = _differences(old or {}, new, ignore={"train.steps", "train.time"})
+    ignore = {"train.steps", "train.time", "eval.every_steps"}
+    differences = _differences(old or {}, new, ignore=ignore)
     if old_plan.get("batch_size") not in (None, plan.batch_size):
         differences.append(f"batch size {old_plan['batch_size']} -> {plan.batch_size}")
     if differences:
+        # Compose users cannot pass options: compose.yaml says what they set instead.
+        new_run = os.environ.get("TFOD_NEW_RUN_HINT") or "pass --run NEW_NAME"
         raise TfodError(
             f"run {run.name!r} exists with other settings ({'; '.join(differences[:5])}); resuming it "
-            "would mix them. Pass --run NEW_NAME for a new run, or restore the old settings.",
+            f"would mix them. For a new run, {new_run}; or restore the old settings.",
             run.path,
         )
 
