@@ -24,14 +24,26 @@ else
     export DOCKER_BUILDKIT=0  # a CLI without buildx: the classic builder
 fi
 
+build_args=(--build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg CREATED="$created")
+if [[ $DOCKER_BUILDKIT == 0 ]]; then
+    # The classic builder keeps each stage that no image is built on (protos, package) as an
+    # untagged <none> image. Tagged here, they are named and reused as cache; superseded ones
+    # (after a code change) are removed at the end.
+    for stage in protos package; do
+        # shellcheck disable=SC2086
+        docker build -q -f docker/Dockerfile --target "$stage" "${build_args[@]}" ${BUILD_ARGS:-} \
+            -t "${prefix}stage-$stage:latest" . >/dev/null
+    done
+fi
+
 for target in "${targets[@]}"; do
     start=$SECONDS
     echo "build_images: $target (DOCKER_BUILDKIT=$DOCKER_BUILDKIT)"
     # shellcheck disable=SC2086
-    docker build -f docker/Dockerfile --target "$target" \
-        --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-        --build-arg CREATED="$created" ${BUILD_ARGS:-} \
+    docker build -f docker/Dockerfile --target "$target" "${build_args[@]}" ${BUILD_ARGS:-} \
         -t "$prefix$target:$version" -t "$prefix$target:latest" .
     size=$(docker image inspect "$prefix$target:latest" --format '{{.Size}}')
     echo "build_images: $prefix$target:$version built in $((SECONDS - start)) s, $((size / 1000000)) MB"
 done
+# Untagged stage images left by an earlier build of other sources (BuildKit keeps none).
+docker image prune -f --filter label=org.tfod.stage >/dev/null

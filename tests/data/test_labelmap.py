@@ -45,7 +45,7 @@ def test_bad_label_maps_name_the_file_and_problem(tmp_path: Path, text: str, mes
 
 
 def test_missing_label_map(tmp_path: Path) -> None:
-    with pytest.raises(TfodError, match="cannot read label map"):
+    with pytest.raises(TfodError, match="cannot read the label map"):
         read_label_map(tmp_path / "nope.pbtxt")
 
 

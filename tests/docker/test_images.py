@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.data.sources import WRITERS
+
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -344,6 +346,20 @@ def test_compose_reruns_with_other_settings_and_fine_tunes_from_a_mirror_folder(
             line for line in listing.splitlines() if "retinanet-mobilenetv2-256-coco " in line
         )
         assert " yes " in row, listing
+
+        # Another TFOD_DATA_SOURCE on the same volumes: prepare converts it, not "already made".
+        source = WRITERS["coco"](mirror / "labelled")
+        subprocess.run(["chmod", "-R", "a+rX", str(mirror)], check=True)
+        log = call("up", "--no-build", "prepare", TFOD_DATA_SOURCE=str(source))
+        assert "already made" not in log, log[-3000:]
+        made = json.loads(
+            cat(
+                client,
+                {f"{project}_data": {"bind": "/data", "mode": "ro"}},
+                "/data/dataset/dataset.json",
+            )
+        )
+        assert made["source"]["path"] == "/source", made["source"]
     finally:
         subprocess.run(
             [*compose, "--profile", "export", "down", "-v", "--remove-orphans"], cwd=ROOT,
