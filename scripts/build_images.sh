@@ -45,5 +45,8 @@ for target in "${targets[@]}"; do
     size=$(docker image inspect "$prefix$target:latest" --format '{{.Size}}')
     echo "build_images: $prefix$target:$version built in $((SECONDS - start)) s, $((size / 1000000)) MB"
 done
-# Untagged stage images left by an earlier build of other sources (BuildKit keeps none).
-docker image prune -f --filter label=org.tfod.stage >/dev/null
+# What a build of other sources left untagged: its stage images (BuildKit keeps none) and the
+# images the new ones replaced under the same tags.
+for label in org.tfod.stage org.opencontainers.image.title=tfod; do
+    docker image prune -f --filter "label=$label" >/dev/null
+done
