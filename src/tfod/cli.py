@@ -460,6 +460,13 @@ MaxApDrop = Annotated[
         help="Fail (exit 1) if an artefact's AP is below the float checkpoint's by more than this."
     ),
 ]
+PerClass = Annotated[
+    bool,
+    typer.Option(
+        "--per-class",
+        help="Also print each class's AP and each artefact's change of it (always in verify.json).",
+    ),
+]
 
 
 @app.command("export")
@@ -493,6 +500,15 @@ def export(
         bool, typer.Option("--verify", help="Then score every artefact (see `tfod verify`).")
     ] = False,
     max_ap_drop: MaxApDrop = None,
+    per_class: PerClass = False,
+    max_cpu_ops: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Fail (artefacts kept) if the Edge TPU model leaves more ops to the CPU "
+            "(default: the detection post-processing op alone).",
+        ),
+    ] = None,
 ) -> None:
     """SavedModel and TFLite (fp32, fp16, full-int8, NMS inside) under RUN/export/, with a manifest.
 
@@ -508,31 +524,35 @@ def export(
         manifest = run_export(
             run_dir, checkpoint, formats, quants, calibration_images,
             on_step=lambda text: console.print(f"Exporting: {escape(text)}"), io=io,
+            max_cpu_ops=max_cpu_ops,
         )  # fmt: skip
     print_export(console, manifest)
     console.print(f"Artefacts in {escape(str(run / 'export'))} (manifest: export.json).")
     if verify:
-        _verify(run_dir, max_ap_drop)
+        _verify(run_dir, max_ap_drop, per_class)
 
 
 @app.command("verify")
 def verify(
     run: Annotated[Path, typer.Argument(help="A run folder with an export.")],
     max_ap_drop: MaxApDrop = None,
+    per_class: PerClass = False,
 ) -> None:
     """Score every exported artefact on the validation split: size, AP, ΔAP, latency, speed-up."""
-    _verify(RunDir(run).require(), max_ap_drop)
+    _verify(RunDir(run).require(), max_ap_drop, per_class)
 
 
-def _verify(run_dir: RunDir, max_ap_drop: float | None) -> None:
+def _verify(run_dir: RunDir, max_ap_drop: float | None, per_class: bool) -> None:
     from tfod.console import counter
-    from tfod.export.report import print_verification
+    from tfod.export.report import print_per_class, print_verification
     from tfod.export.verify import check_ap_drop
     from tfod.export.verify import verify as run_verify
 
     with native_output_to(run_dir.path / "export.log"), counter() as progress:
         rows, images = run_verify(run_dir, on_model=progress)
     print_verification(console, rows, images)
+    if per_class:
+        print_per_class(console, rows)
     if max_ap_drop is not None:
         check_ap_drop(rows, max_ap_drop)
 

@@ -8,16 +8,53 @@ from pathlib import Path
 
 import pytest
 
-from tfod.export.edgetpu import compile_for_edgetpu
+from tfod.export.edgetpu import compile_for_edgetpu, gate
 
-STAND_IN = """#!/bin/sh
-# edgetpu_compiler --show_operations --out_dir DIR MODEL
-echo "$@" > "$3/args.txt"
-cp "$4" "$3/$(basename "$4" .tflite)_edgetpu.tflite"
-echo "Edge TPU Compiler version 16.0.384591198"
-echo "Number of operations that will run on Edge TPU: 57"
-echo "Number of operations that will run on CPU: 2"
+# What Coral's compiler 16 prints with --show_operations (its operator table as documented at
+# https://coral.ai/docs/edgetpu/compiler/), for a model whose ops all map but the post-processing.
+REPORT = """Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 1163 ms.
+
+Input model: model_int8.tflite
+Input size: 2.89MiB
+Output model: model_int8_edgetpu.tflite
+Output size: 3.11MiB
+Number of Edge TPU subgraphs: 1
+Total number of operations: {total}
+Operation log: model_int8_edgetpu.log
+
+Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model will instead run on the CPU, which is slower. If possible, consider updating your model to use only operations supported by the Edge TPU. For details, visit g.co/coral/model-reqs.
+Number of operations that will run on Edge TPU: {tpu}
+Number of operations that will run on CPU: {cpu}
+
+Operator                       Count      Status
+
+CONV_2D                        40         Mapped to Edge TPU
+DEPTHWISE_CONV_2D              17         Mapped to Edge TPU
+CUSTOM                         1          Operation is working on an unsupported data type
+{extra}
+Compilation child process completed within timeout period.
+Compilation succeeded!
 """
+MAPPED_BUT_POSTPROCESSING = REPORT.format(total=58, tpu=57, cpu=1, extra="")
+WITH_FALLBACKS = REPORT.format(
+    total=60, tpu=57, cpu=3,
+    extra="RESIZE_NEAREST_NEIGHBOR        2          Operation is otherwise supported, but not mapped due to some unspecified limitation",
+)  # fmt: skip
+
+
+def stand_in(report: str) -> str:
+    """A stand-in `edgetpu_compiler --show_operations --out_dir DIR MODEL` printing `report`."""
+    return (
+        '#!/bin/sh\necho "$@" > "$3/args.txt"\n'
+        'cp "$4" "$3/$(basename "$4" .tflite)_edgetpu.tflite"\n'
+        f"cat <<'EOF'\n{report}EOF\n"
+    )
+
+
+STAND_IN = stand_in(MAPPED_BUT_POSTPROCESSING)
 
 
 def _compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
@@ -39,10 +76,13 @@ def test_compiles_and_counts_ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert (tmp_path / "args.txt").read_text().split() == [
         "--show_operations", "--out_dir", str(tmp_path), str(model),
     ]  # fmt: skip
-    assert report["tpu_ops"] == 57 and report["cpu_ops"] == 2
+    assert report["tpu_ops"] == 57 and report["cpu_ops"] == 1
     assert report["artefact"] == {
         "file": "model_int8_edgetpu.tflite", "bytes": model.stat().st_size, "format": "tflite",
-        "quantization": "int8_edgetpu", "tpu_ops": 57, "cpu_ops": 2,
+        "quantization": "int8_edgetpu", "tpu_ops": 57, "cpu_ops": 1,
+    }  # fmt: skip
+    assert report["operators"][2] == {
+        "op": "CUSTOM", "count": 1, "status": "Operation is working on an unsupported data type"
     }  # fmt: skip
     assert any("Edge TPU compile" in line for line in said)
 
@@ -64,3 +104,22 @@ def test_without_the_compiler_says_how_to_get_it(
     report = compile_for_edgetpu(tmp_path / "model_int8.tflite", said.append)
     assert report["compiler"] is None
     assert "apt-get install edgetpu-compiler" in report["hint"] and said == [report["hint"]]
+
+
+def test_the_gate_allows_the_post_processing_op_alone_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = compile_for_edgetpu(_compiler(tmp_path, monkeypatch, STAND_IN), lambda _: None)
+    assert gate(report, None) is None and gate(report, 0) is not None
+
+
+def test_the_gate_names_the_ops_that_fell_back_to_the_cpu_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _compiler(tmp_path, monkeypatch, stand_in(WITH_FALLBACKS))
+    report = compile_for_edgetpu(model, lambda _: None)
+    failed = gate(report, None)
+    assert failed is not None and "runs 3 ops on the CPU, more than the 1 allowed" in failed
+    assert "RESIZE_NEAREST_NEIGHBOR x2: Operation is otherwise supported, but not mapped" in failed
+    assert "CUSTOM x1" in failed and "CONV_2D" not in failed
+    assert gate(report, 3) is None

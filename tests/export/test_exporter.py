@@ -210,3 +210,28 @@ def test_tflite_nms_is_per_class_over_real_classes(
     assert len(pairs) == len(got.boxes), "a box was reported twice for one class"
     assert got.scores.min() >= 0.05  # the SavedModel's threshold, not TFLite's default 0.1
     assert abs(len(got.scores) - len(reference.scores)) <= 0.2 * len(reference.scores)
+
+
+def test_an_edge_tpu_model_over_its_cpu_ops_fails_the_export_and_keeps_the_artefacts(
+    exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.export.test_edgetpu import WITH_FALLBACKS, stand_in
+    from tfod.export.exporter import export
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "edgetpu_compiler").write_text(stand_in(WITH_FALLBACKS))
+    (bin_dir / "edgetpu_compiler").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run = RunDir(shutil.copytree(exported_run, tmp_path / "run", symlinks=True))
+
+    with pytest.raises(TfodError, match="runs 3 ops on the CPU, more than the 1 allowed") as info:
+        export(run, formats=["tflite"], quants=["int8"], calibration_images=2)
+    assert "RESIZE_NEAREST_NEIGHBOR x2" in str(info.value)
+    manifest = _manifest(run.path)
+    files = {a["file"] for a in manifest["artefacts"]}
+    assert {"model_int8.tflite", "model_int8_edgetpu.tflite"} <= files, files
+    assert all((run.path / "export" / name).exists() for name in files)
+    assert manifest["edgetpu"]["gate"] == str(info.value).split(": ", 1)[1]
+    passed = export(run, formats=["tflite"], quants=["int8"], calibration_images=2, max_cpu_ops=3)
+    assert "gate" not in passed["edgetpu"] and passed["edgetpu"]["cpu_ops"] == 3

@@ -38,6 +38,35 @@ def test_every_artefact_is_scored_against_the_checkpoint(exported_run: Path) -> 
     assert [r["name"] for r in document["rows"]] == names
     manifest = json.loads((exported_run / "export" / "export.json").read_text())
     assert manifest["verification"] == "verify.json"
+    classes = {"circle", "square", "triangle"}
+    assert set(reference.per_class) == classes
+    assert list(document["per_class_delta_ap"]) == names[1:]
+    assert manifest["per_class_delta_ap"] == document["per_class_delta_ap"]
+    for name, row in zip(names[1:], rows[1:], strict=True):
+        for cls, change in manifest["per_class_delta_ap"][name].items():
+            assert change == pytest.approx(row.per_class[cls] - reference.per_class[cls], abs=1e-4)
+
+
+def test_per_class_shows_a_lost_class_that_the_mean_hides(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tfod.console import console
+    from tfod.export.report import print_per_class
+    from tfod.export.verify import per_class_delta_ap
+
+    common = {"car": 0.80, "person": 0.70}
+    rows = [
+        Verified("checkpoint ckpt-9", None, 0.60, 0.9, 10.0, 9.0, per_class={**common, "bike": 0.30, "boat": None}),
+        Verified("model_int8.tflite", 10**6, 0.57, 0.9, 5.0, 4.0, -0.03, 2.0, per_class={**common, "bike": 0.21, "boat": None}),
+    ]  # fmt: skip
+    assert per_class_delta_ap(rows) == {
+        "model_int8.tflite": {"car": 0.0, "person": 0.0, "bike": -0.09}
+    }
+    print_per_class(console, rows)
+    out = capsys.readouterr().err
+    line = next(line for line in out.splitlines() if "bike" in line)
+    assert "0.300" in line and "-0.090" in line
+    assert "—" in next(line for line in out.splitlines() if "boat" in line)
 
 
 def test_ap_drop_check_names_the_artefact_and_the_ways_out() -> None:

@@ -76,6 +76,7 @@ def export(
     calibration_images: int = 200,
     on_step: Callable[[str], None] | None = None,
     io: str = "float",
+    max_cpu_ops: int | None = None,
 ) -> dict[str, Any]:
     """Export `run`'s checkpoint; returns the export.json manifest.
 
@@ -88,6 +89,11 @@ def export(
         on_step: called with a line of text before each slow step.
         io: the int8 model's input type: float, or int8/uint8 for full-integer input (its outputs
             stay float: see `_convert`).
+        max_cpu_ops: ops the Edge TPU model may leave to the CPU (None: the post-processing op).
+
+    Raises:
+        TfodError: among others, an Edge TPU model over `max_cpu_ops`, after every artefact is
+            written (see `edgetpu.gate`).
 
     A QAT run (`tfod qat`) exports int8 only, from its fake-quantized weights (no calibration),
     plus its float parent's post-training int8 (`parent_int8.tflite`) for `tfod verify`.
@@ -145,8 +151,13 @@ def export(
                 manifest["edgetpu"] = edgetpu.compile_for_edgetpu(out / tflite_name("int8"), say)
                 if manifest["edgetpu"].get("artefact"):
                     manifest["artefacts"].append(manifest["edgetpu"].pop("artefact"))
+                failed = edgetpu.gate(manifest["edgetpu"], max_cpu_ops)
+                if failed:
+                    manifest["edgetpu"]["gate"] = failed
         _carry_over(run, manifest, out, say)
         atomic.write_json(out / EXPORT_JSON, manifest)
+    if manifest.get("edgetpu", {}).get("gate"):  # after the export is in place: it is kept
+        raise TfodError(manifest["edgetpu"]["gate"], run.path / EXPORT)
     return manifest
 
 

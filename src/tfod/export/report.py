@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tfod.export.verify import Verified
+from tfod.export.verify import Verified, per_class_delta_ap
 
 
 def _size(n: int | None) -> str:
@@ -74,3 +74,23 @@ def print_verification(console: Console, rows: list[Verified], images: int) -> N
         "(the SavedModel resizes inside it). ΔAP and speed-up (of latency) against the float "
         "checkpoint.[/dim]"
     )
+
+
+def print_per_class(console: Console, rows: list[Verified]) -> None:
+    """AP per class of the reference, and each artefact's change of it; the worst in red."""
+    deltas = per_class_delta_ap(rows)
+    if not deltas:
+        return
+    table = Table(title=f"AP per class: {escape(rows[0].name)}, and each artefact's ΔAP")
+    table.add_column("class", no_wrap=True)
+    table.add_column("AP", justify="right")
+    for name in deltas:
+        table.add_column(escape(name), justify="right")
+    for cls, ap in rows[0].per_class.items():
+        cells = []
+        for change in deltas.values():
+            value = change.get(cls)
+            text = "—" if value is None else f"{value:+.3f}"
+            cells.append(f"[red]{text}[/red]" if value is not None and value < -0.05 else text)
+        table.add_row(escape(cls), "—" if ap is None else f"{ap:.3f}", *cells)
+    console.print(table)

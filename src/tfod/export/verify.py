@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,25 @@ class Verified:
     delta_ap: float = 0.0
     speedup: float = 1.0
     note: str = ""
+    per_class: dict[str, float | None] = field(default_factory=dict)  # AP (None: no ground truth)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def per_class_delta_ap(rows: list[Verified]) -> dict[str, dict[str, float]]:
+    """Each scored artefact's AP change per class against the first row (the float reference):
+    a quantized model can lose a rare class while its mean AP barely moves."""
+    reference = rows[0].per_class
+    return {
+        row.name: {
+            name: round(ap - reference_ap, 4)
+            for name, ap in row.per_class.items()
+            if ap is not None and (reference_ap := reference.get(name)) is not None
+        }
+        for row in rows[1:]
+        if row.per_class
+    }
 
 
 def validation_images(experiment: Any) -> list[tuple[int, np.ndarray]]:
@@ -133,16 +149,16 @@ def verify(
     def run_one(model: DetectionModel, size: int | None, note: str = "") -> Verified:
         tick = on_model(model.name, len(images)) if on_model else None
         got = measure(model, images, ground_truth, threshold, tick)
-        metrics = got.scores["metrics"]
+        metrics, per_class = got.scores["metrics"], got.scores["per_class"]
         if not rows:
             return Verified(
                 model.name, size, metrics["AP"], metrics["AP50"], got.latency_ms, got.invoke_ms,
-                note=note,
+                note=note, per_class=per_class,
             )  # fmt: skip
         reference = rows[0]
         return Verified(
             model.name, size, metrics["AP"], metrics["AP50"], got.latency_ms, got.invoke_ms,
-            metrics["AP"] - reference.ap, reference.latency_ms / got.latency_ms, note,
+            metrics["AP"] - reference.ap, reference.latency_ms / got.latency_ms, note, per_class,
         )  # fmt: skip
 
     rows: list[Verified] = []
@@ -159,7 +175,10 @@ def verify(
         path = export_dir / artefact["file"]
         if artefact["quantization"] == "int8_edgetpu":
             nan = float("nan")
-            note = "needs an Edge TPU to run; its int8 source is verified above"
+            split = (
+                f"{artefact.get('tpu_ops')} ops on the TPU, {artefact.get('cpu_ops')} on the CPU"
+            )
+            note = f"{split}; needs an Edge TPU to run; its int8 source is verified above"
             rows.append(
                 Verified(artefact["file"], artefact["bytes"], nan, nan, nan, nan, nan, nan, note)
             )
@@ -183,9 +202,11 @@ def verify(
         "threshold": threshold,
         "images": len(images),
         "rows": [row.as_dict() for row in rows],
+        "per_class_delta_ap": per_class_delta_ap(rows),
     }
     atomic.write_json(export_dir / VERIFY_JSON, document)
     manifest["verification"] = VERIFY_JSON
+    manifest["per_class_delta_ap"] = document["per_class_delta_ap"]
     atomic.write_json(export_dir / EXPORT_JSON, manifest)
     return rows, len(images)
 
