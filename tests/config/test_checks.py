@@ -189,6 +189,7 @@ def test_a_dataset_without_images_or_boxes_is_an_error_with_the_right_advice(
         ({"trainer": {"max_to_keep": 0}}, "overrides.trainer.max_to_keep", "0 must be a whole number of at least 1"),
         ({"trainer": {"steps_per_loop": 0}}, "overrides.trainer.steps_per_loop", "0 must be a whole number"),
         ({"trainer": {"checkpoint_interval": -1}}, "overrides.trainer.checkpoint_interval", "-1 must be"),
+        ({"trainer": {"summary_interval": 0}}, "overrides.trainer.summary_interval", "0 must be a positive multiple of steps_per_loop"),
     ],
 )  # fmt: skip
 def test_overridden_values_pass_the_same_checks(

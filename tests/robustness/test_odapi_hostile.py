@@ -6,6 +6,7 @@ counted skip naming the record file, the record and the key, with the rest impor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,25 +78,18 @@ def _float(value: float) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
 
 
-BAD_RECORDS = {
+def _with(key: str, value: tf.train.Feature) -> Callable[[int], bytes]:
+    """A good record `i` whose feature `key` is `value` instead."""
+    return lambda i: _example(jpeg_bytes(40, 30, i), i, **{key: value})
+
+
+BAD_RECORDS: dict[str, tuple[Callable[[int], bytes], str, str]] = {
     "png bomb": (lambda i: _example(_png_header(40000, 40000), i), "unreadable_image", "pixels"),
     "144 Mpx image": (lambda i: _example(_png_header(12000, 12000), i), "unreadable_image", "pixels"),
-    "width as bytes": (
-        lambda i: _example(jpeg_bytes(40, 30, i), i, **{"image/width": _bytes(b"40")}),
-        "bad_annotation", "image/width holds bytes values where int64 values belong",
-    ),
-    "NaN label": (
-        lambda i: _example(jpeg_bytes(40, 30, i), i, **{"image/object/class/label": _float(float("nan"))}),
-        "bad_annotation", "image/object/class/label holds float values where int64",
-    ),
-    "xmin as bytes": (
-        lambda i: _example(jpeg_bytes(40, 30, i), i, **{"image/object/bbox/xmin": _bytes(b"0.1")}),
-        "bad_annotation", "image/object/bbox/xmin holds bytes values where float values",
-    ),
-    "NaN xmin": (
-        lambda i: _example(jpeg_bytes(40, 30, i), i, **{"image/object/bbox/xmin": _float(float("nan"))}),
-        "invalid_box", "",
-    ),
+    "width as bytes": (_with("image/width", _bytes(b"40")), "bad_annotation", "image/width holds bytes values where int64 values belong"),
+    "NaN label": (_with("image/object/class/label", _float(float("nan"))), "bad_annotation", "image/object/class/label holds float values where int64"),
+    "xmin as bytes": (_with("image/object/bbox/xmin", _bytes(b"0.1")), "bad_annotation", "image/object/bbox/xmin holds bytes values where float values"),
+    "NaN xmin": (_with("image/object/bbox/xmin", _float(float("nan"))), "invalid_box", ""),
 }  # fmt: skip
 
 

@@ -29,8 +29,8 @@ class Limits:
     """What one archive may unpack to.
 
     Args:
-        max_bytes: unpacked bytes in all ($TFOD_ZOO_MAX_BYTES; default 8 GiB, 25x the largest
-            published checkpoint).
+        max_bytes: unpacked bytes in all ($TFOD_ZOO_MAX_BYTES; default 8 GiB, far above any
+            published detector checkpoint).
         max_ratio: unpacked bytes per archive byte ($TFOD_ZOO_MAX_RATIO; default 50: float
             weights barely compress, so a checkpoint archive unpacks to about 1.1x).
         max_files: members ($TFOD_ZOO_MAX_FILES; default 1000: a checkpoint has 3 or 4 files).
