@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import nox
 
@@ -44,9 +45,20 @@ def tests(session: nox.Session) -> None:
     stay together and share its fixtures. `-- -n 0` runs them in one process.
     """
     _install(session, "test")
+    _mediapipe(session)
     workers = min(4, os.cpu_count() or 1)
     parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
     session.run("pytest", "-m", "not docker and not network", *parallel, *session.posargs)
+
+
+def _mediapipe(session: nox.Session) -> None:
+    """MediaPipe's own environment (its pins clash with TensorFlow's), made once under .nox/ by
+    tfod's installer, for the export and verify tests (TFOD_MEDIAPIPE_PYTHON)."""
+    if os.environ.get("TFOD_MEDIAPIPE_PYTHON"):  # the images carry one
+        return
+    folder = Path(".nox/mediapipe-runtime").resolve()
+    session.run("python", "-m", "tfod.export.mediapipe_runtime", str(folder))
+    session.env["TFOD_MEDIAPIPE_PYTHON"] = str(folder / "bin" / "python")
 
 
 @nox.session(python=PYTHON)
@@ -64,12 +76,12 @@ def bench(session: nox.Session) -> None:
     post-training int8 vs. QAT int8; one vs. two workers and mixed precision; accuracy per
     minute of training for each mobile preset.
 
-    `nox -s bench -- convert`, `-- demo`, `-- export`, `-- pretrained`, `-- qat`, `-- distribute`
+    `nox -s bench -- convert`, `-- demo`, `-- deploy`, `-- pretrained`, `-- qat`, `-- distribute`
     or `-- accuracy` runs one; arguments after the name go to its script, e.g.
     `nox -s bench -- accuracy --budgets 5m --presets retinanet-mobilenetv2-256`.
     """
     _install(session)
-    names = ["convert", "demo", "export", "pretrained", "qat", "distribute", "accuracy"]
+    names = ["convert", "demo", "deploy", "pretrained", "qat", "distribute", "accuracy"]
     if not session.posargs:
         for name in names:
             session.run("python", f"bench/{name}_bench.py")
@@ -94,6 +106,15 @@ def lock(session: nox.Session) -> None:
         sys.executable, "-m", "uv", "pip", "compile", "pyproject.toml", "--all-extras", "--upgrade",
         "--python-version", PYTHON, "--python-platform", "x86_64-manylinux_2_28",
         "-o", "constraints.txt",
+    )  # fmt: skip
+    # MediaPipe's own environment (tfod.export.mediapipe_runtime), hashed, without what tfod never imports
+    unused = ["jax", "jaxlib", "ml-dtypes", "opt-einsum", "scipy", "sentencepiece", "sounddevice",
+              "cffi", "pycparser", "opencv-contrib-python"]  # fmt: skip
+    session.run(
+        sys.executable, "-m", "uv", "pip", "compile", "src/tfod/export/mediapipe-requirements.in",
+        "--generate-hashes", "--upgrade", "--python-version", PYTHON,
+        "--python-platform", "x86_64-manylinux_2_28", "-o", "src/tfod/export/mediapipe-requirements.txt",
+        *[f"--no-emit-package={name}" for name in unused],
     )  # fmt: skip
 
 

@@ -476,8 +476,8 @@ def export(
         str, typer.Option(help="best (latest before any evaluation), latest or a step number.")
     ] = "best",
     format: Annotated[
-        str, typer.Option("--format", help="Comma-separated: saved_model, tflite.")
-    ] = "saved_model,tflite",
+        str, typer.Option("--format", help="Comma-separated: saved_model, tflite, onnx.")
+    ] = "saved_model,tflite,onnx",
     quant: Annotated[
         str | None,
         typer.Option(
@@ -509,8 +509,17 @@ def export(
             "(default: the detection post-processing op alone).",
         ),
     ] = None,
+    metadata: Annotated[
+        bool,
+        typer.Option(
+            help="Write MediaPipe Tasks / LiteRT metadata (labels, input, output roles) into each "
+            "TFLite model, so apps load it as it is (MediaPipe runs in its own environment, "
+            "installed on first use).",
+        ),
+    ] = True,
 ) -> None:
-    """SavedModel and TFLite (fp32, fp16, full-int8, NMS inside) under RUN/export/, with a manifest.
+    """SavedModel, TFLite (fp32, fp16, full-int8) and ONNX, NMS inside, under RUN/export/, with a
+    manifest.
 
     A QAT run (`tfod qat`) exports its int8 TFLite and its float parent's post-training int8."""
     from tfod.export.exporter import FORMATS, QUANTS, parse_list
@@ -524,7 +533,7 @@ def export(
         manifest = run_export(
             run_dir, checkpoint, formats, quants, calibration_images,
             on_step=lambda text: console.print(f"Exporting: {escape(text)}"), io=io,
-            max_cpu_ops=max_cpu_ops,
+            max_cpu_ops=max_cpu_ops, metadata=metadata,
         )  # fmt: skip
     print_export(console, manifest)
     console.print(f"Artefacts in {escape(str(run / 'export'))} (manifest: export.json).")
@@ -560,7 +569,7 @@ def _verify(run_dir: RunDir, max_ap_drop: float | None, per_class: bool) -> None
 @app.command("predict")
 def predict(
     model: Annotated[
-        Path, typer.Argument(help="A run folder, a SavedModel folder or a .tflite file.")
+        Path, typer.Argument(help="A run folder, a SavedModel folder, a .tflite or an .onnx file.")
     ],
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders and videos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(

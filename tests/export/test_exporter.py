@@ -22,7 +22,9 @@ from tfod.export.exporter import parse_list, pick_checkpoint
 from tfod.predict.models import Detections, TFLiteModel, checkpoint_model, saved_model
 from tfod.runs.rundir import RunDir
 
-ARTEFACTS = {"saved_model", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"}
+ARTEFACTS = {
+    "saved_model", "model.onnx", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite",
+}  # fmt: skip
 
 
 def _manifest(run: Path) -> dict[str, Any]:
@@ -105,9 +107,13 @@ def test_manifest_describes_every_artefact(exported_run: Path) -> None:
     assert artefacts["model_int8.tflite"]["bytes"] < 0.7 * artefacts["model_fp32.tflite"]["bytes"]
     assert artefacts["model_int8.tflite"]["calibration_images"] == 16
     assert artefacts["model_int8.tflite"]["input"] == {
-        "shape": [1, 96, 96, 3], "dtype": "float32", "normalised": True,
+        "shape": [1, 96, 96, 3], "dtype": "float32", "name": "pixels",
     }  # fmt: skip
+    for name in ("model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"):
+        assert artefacts[name]["metadata"] == "MediaPipe 0.10.21 object detector"
     assert artefacts["saved_model"]["input"]["dtype"] == "uint8"
+    assert artefacts["model.onnx"]["opset"] == 17
+    assert artefacts["model.onnx"]["converter"].startswith("tf2onnx ")
     assert manifest["checkpoint"]["step"] == 200
     assert manifest["input_size"] == [96, 96]
     assert manifest["score_threshold"] == pytest.approx(0.05)

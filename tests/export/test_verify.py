@@ -24,15 +24,23 @@ def test_every_artefact_is_scored_against_the_checkpoint(exported_run: Path) -> 
     rows, images = verify(RunDir(exported_run))
     names = [r.name for r in rows]
     assert names == [
-        "checkpoint ckpt-200", "saved_model",
-        "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite",
+        "checkpoint ckpt-200", "saved_model", "model.onnx",
+        "model_fp32.tflite", "model_fp32.tflite · MediaPipe",
+        "model_fp16.tflite", "model_fp16.tflite · MediaPipe",
+        "model_int8.tflite", "model_int8.tflite · MediaPipe",
     ]  # fmt: skip
-    reference, saved = rows[0], rows[1]
+    reference, saved, onnx = rows[0], rows[1], rows[2]
     assert reference.ap > 0.05
     assert saved.ap == pytest.approx(reference.ap, abs=1e-6)  # the same graph, served
+    assert onnx.ap == pytest.approx(saved.ap, abs=0.005)
+    assert onnx.note == "ONNX Runtime, opset 17"
     for row in rows[2:]:
         assert row.delta_ap > -0.05, row  # TFLite's NMS op differs slightly from NMS v2
         assert row.latency_ms > 0 and row.invoke_ms > 0 and row.speedup > 0
+    for litert, tasks in zip(rows[3::2], rows[4::2], strict=True):
+        # MediaPipe resizes 256 px to 96 px its own way (test_runtimes compares at 96 px: 0.005)
+        assert tasks.ap == pytest.approx(litert.ap, abs=0.02), (litert, tasks)
+        assert "MediaPipe 0.10.21 object detector" in tasks.note
     document = json.loads((exported_run / "export" / "verify.json").read_text())
     assert document["images"] == images > 0
     assert [r["name"] for r in document["rows"]] == names

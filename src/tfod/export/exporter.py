@@ -1,4 +1,5 @@
-"""`tfod export`: a run's checkpoint -> SavedModel and TFLite (fp32, fp16, int8) under RUN/export/.
+"""`tfod export`: a run's checkpoint -> SavedModel, TFLite (fp32, fp16, int8) and ONNX under
+RUN/export/.
 
 Built on Model Garden's export libraries (`export_saved_model_lib.export_inference_graph`,
 `export_tflite_lib.convert_tflite_model`), with their rough edges fixed here:
@@ -9,6 +10,8 @@ Built on Model Garden's export libraries (`export_saved_model_lib.export_inferen
   class), with the same score threshold and detection cap as the SavedModel.
 - Model Garden hands the background class to that op, which then returns background boxes as
   detections and lets them suppress real ones; tfod's export gives it the real classes only.
+- ONNX is tf2onnx's conversion of the SavedModel (uint8 image in, NMS inside, the SavedModel's
+  outputs), run in a child process: the converter's TensorFlow graph and memory go with it.
 - int8 is full-integer inside, with float outputs (`int8_full` quantizes `num_detections`, which
   saturates at 15) and float or, with `--io int8|uint8`, integer input. A float run's is
   calibrated on the first N images of the training split as the validation parser sees them:
@@ -38,6 +41,8 @@ from tfod.data.convert import LABEL_MAP, load_summary
 from tfod.errors import TfodError
 from tfod.evaluate.evaluator import dataset_dir, load_experiment
 from tfod.export import edgetpu
+from tfod.export.mediapipe_runtime import write_metadata
+from tfod.predict.models import PIXEL_INPUT
 from tfod.runs.rundir import RunDir, now, versions
 from tfod.train.ema import read_weights
 from tfod.train.qat import float_parent, is_qat
@@ -46,7 +51,11 @@ from tfod.train.qat_head import prediction_ranges
 EXPORT = "export"
 EXPORT_JSON = "export.json"
 SAVED_MODEL = "saved_model"
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
+ONNX = "model.onnx"
+ONNX_OPSET = 17
+"""ONNX Runtime 1.32 runs opset 17 on every provider; tf2onnx 1.17 converts Model Garden's
+detectors at it with no unsupported op."""
 QUANTS = ("fp32", "fp16", "int8")
 IO_TYPES = ("float", "int8", "uint8")
 PARENT_INT8 = "parent_int8.tflite"
@@ -77,6 +86,7 @@ def export(
     on_step: Callable[[str], None] | None = None,
     io: str = "float",
     max_cpu_ops: int | None = None,
+    metadata: bool = True,
 ) -> dict[str, Any]:
     """Export `run`'s checkpoint; returns the export.json manifest.
 
@@ -90,6 +100,8 @@ def export(
         io: the int8 model's input type: float, or int8/uint8 for full-integer input (its outputs
             stay float: see `_convert`).
         max_cpu_ops: ops the Edge TPU model may leave to the CPU (None: the post-processing op).
+        metadata: add MediaPipe Tasks' object-detector metadata (labels, input, output roles) to
+            every TFLite model (see `tfod.export.mediapipe_runtime`).
 
     Raises:
         TfodError: among others, an Edge TPU model over `max_cpu_ops`, after every artefact is
@@ -135,17 +147,27 @@ def export(
         shutil.copy2(data_dir / LABEL_MAP, out / LABEL_MAP)
         names = [c["name"] for c in summary["classes"]]
         atomic.write_text(out / "labels.txt", "".join(f"{name}\n" for name in names))
-        if "saved_model" in formats:
+        if {"saved_model", "onnx"} & set(formats):
             say(f"SavedModel from {prefix.name}")
-            manifest["artefacts"].append(_saved_model(experiment, prefix, size, out))
+            saved = _saved_model(experiment, prefix, size, out)
+            if "saved_model" in formats:
+                manifest["artefacts"].append(saved)
+            if "onnx" in formats:
+                say(f"ONNX (opset {ONNX_OPSET}) from the SavedModel, by tf2onnx")
+                manifest["artefacts"].append(_onnx(out / SAVED_MODEL, out))
+            if "saved_model" not in formats:
+                shutil.rmtree(out / SAVED_MODEL)
         if "tflite" in formats:
             train_images = int(summary["splits"].get("train", {}).get("images", 0))
             calibration = min(calibration_images, train_images)
-            tflite = _tflite(run, prefix, quants, calibration, io, out, say)
+            labels = names if metadata else None
+            tflite = _tflite(run, prefix, quants, calibration, io, out, say, labels)
             if parent is not None:
                 say("the float parent's post-training int8, for `tfod verify` to compare")
                 _, parent_prefix = parent.checkpoint("latest")
-                tflite += _tflite(parent, parent_prefix, ["int8"], calibration, io, out, say, True)
+                tflite += _tflite(
+                    parent, parent_prefix, ["int8"], calibration, io, out, say, labels, True
+                )
             manifest["artefacts"].extend(tflite)
             if "int8" in quants:
                 manifest["edgetpu"] = edgetpu.compile_for_edgetpu(out / tflite_name("int8"), say)
@@ -267,6 +289,37 @@ def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> d
     )  # fmt: skip
 
 
+def _onnx(saved: Path, out: Path) -> dict[str, Any]:
+    """tf2onnx's conversion of the SavedModel at `saved` to out/ONNX; a TfodError quoting the
+    converter's own error (an unsupported op, say) if it fails."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    try:
+        converter = f"tf2onnx {importlib.metadata.version('tf2onnx')}"
+    except importlib.metadata.PackageNotFoundError:
+        raise TfodError(
+            "ONNX export needs tf2onnx: pip install tf2onnx onnxruntime (or leave onnx out of "
+            "--format)"
+        ) from None
+    started = time.perf_counter()
+    command = [
+        sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved),
+        "--output", str(out / ONNX), "--opset", str(ONNX_OPSET),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not (out / ONNX).is_file():
+        lines = [line for line in done.stderr.splitlines() if "ERROR" in line or "Error" in line]
+        why = lines or done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise TfodError(f"{converter} could not convert the SavedModel to ONNX: {why[-1].strip()}")
+    return _artefact(
+        out / ONNX, out,
+        format="onnx", quantization="fp32", input={"shape": [1, None, None, 3], "dtype": "uint8"},
+        opset=ONNX_OPSET, converter=converter, seconds=round(time.perf_counter() - started, 1),
+    )  # fmt: skip
+
+
 def _tflite(
     run: RunDir,
     prefix: Path,
@@ -275,10 +328,12 @@ def _tflite(
     io: str,
     out: Path,
     say: Callable[[str], None],
+    labels: list[str] | None,
     is_parent: bool = False,
 ) -> list[dict[str, Any]]:
     """TFLite models of `run`'s checkpoint `prefix`. A QAT run's int8 comes from its trained
     fake-quantization ranges; a float run's is calibrated on `calibration` training images.
+    `labels`: the class names to write into each model's metadata (None: no metadata).
     `is_parent`: `run` is a QAT run's float parent (RUN/parent); its int8 is PARENT_INT8."""
     from official.vision.serving import export_saved_model_lib
 
@@ -295,13 +350,14 @@ def _tflite(
             "max_detections": detection.max_num_detections,
             "nms_score_threshold": detection.pre_nms_score_threshold,
             "nms_iou_threshold": detection.nms_iou_threshold,
+            "normalize_anchor_coordinates": True,  # boxes 0..1, as MediaPipe Tasks reads them
         }
     )
     graph = out / ".tflite-graph"  # inside the temporary export folder; removed below
     artefacts = []
     try:
         say(f"TFLite graph of {prefix.name} (TFLite detection post-processing op)")
-        served = serving_module(experiment, "tflite", prefix)
+        served = _pixel_input(serving_module(experiment, "tflite", prefix))
         ranges = prediction_ranges(served.model.head) if qat else None
         with _nms_without_background(ranges):
             export_saved_model_lib.export_inference_graph(
@@ -325,7 +381,7 @@ def _tflite(
             fields: dict[str, Any] = {
                 "format": "tflite",
                 "quantization": quant,
-                "input": {"shape": [1, *size, 3], "dtype": dtype, "normalised": True},
+                "input": {"shape": [1, *size, 3], "dtype": dtype, "name": PIXEL_INPUT},
                 "seconds": round(time.perf_counter() - started, 1),
             }
             if quant == "int8":
@@ -334,6 +390,8 @@ def _tflite(
                 fields["calibration_images"] = calibration
             if is_parent:
                 fields["source"] = f"float parent {prefix.name}"
+            if labels is not None:
+                fields["metadata"] = write_metadata(path, labels, path.name, say)
             artefacts.append(_artefact(path, out, **fields))
     finally:
         shutil.rmtree(graph, ignore_errors=True)
@@ -362,14 +420,42 @@ def _convert(graph: Path, quant: str, io: str, calibration: Any, steps: int) -> 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(graph))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if calibration is not None:
-        converter.representative_dataset = functools.partial(
-            export_tflite_lib.representative_dataset, params=calibration, calibration_steps=steps
-        )
+        converter.representative_dataset = functools.partial(_pixels, calibration, steps)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
     converter.inference_output_type = tf.float32
     result: bytes = converter.convert()
     return result
+
+
+def _pixel_input(served: Any) -> Any:
+    """`served` (input type tflite) taking RGB pixels 0..255 as input PIXEL_INPUT, normalised
+    inside the graph (one multiply-add): MediaPipe Tasks, which apps load models with, cannot
+    normalise per channel, and a uint8 model then takes a camera frame's bytes as they are."""
+    import tensorflow as tf
+    from official.vision.ops import preprocess_ops
+
+    scale = [1.0 / s for s in preprocess_ops.STDDEV_RGB]
+    offset = [
+        -m / s for m, s in zip(preprocess_ops.MEAN_RGB, preprocess_ops.STDDEV_RGB, strict=True)
+    ]
+
+    def inference_for_tflite(pixels: Any) -> Any:
+        return served.serve(pixels * tf.constant(scale) + tf.constant(offset))
+
+    served.inference_for_tflite = tf.function(inference_for_tflite)
+    return served
+
+
+def _pixels(calibration: Any, steps: int) -> Iterator[list[Any]]:
+    """Model Garden's calibration images (normalised by its input pipeline) as RGB pixels."""
+    import tensorflow as tf
+    from official.vision.ops import preprocess_ops
+    from official.vision.serving import export_tflite_lib
+
+    mean, std = tf.constant(preprocess_ops.MEAN_RGB), tf.constant(preprocess_ops.STDDEV_RGB)
+    for (image,) in export_tflite_lib.representative_dataset(calibration, calibration_steps=steps):
+        yield [image * std + mean]
 
 
 def _calibration_experiment(run: RunDir) -> Any:

@@ -28,7 +28,14 @@ from tfod.errors import TfodError
 from tfod.evaluate.coco import coco_metrics
 from tfod.evaluate.evaluator import load_experiment
 from tfod.export.exporter import EXPORT, EXPORT_JSON, read_manifest
-from tfod.predict.models import DetectionModel, TFLiteModel, checkpoint_model, saved_model
+from tfod.export.mediapipe_runtime import MediaPipeModel
+from tfod.predict.models import (
+    DetectionModel,
+    TFLiteModel,
+    checkpoint_model,
+    onnx_model,
+    saved_model,
+)
 from tfod.runs.rundir import RunDir, now
 from tfod.train.qat import float_parent
 
@@ -187,16 +194,26 @@ def verify(
             if artefact["format"] == "saved_model":
                 model: DetectionModel = saved_model(path, labels)
                 note = _describe(artefact)
+            elif artefact["format"] == "onnx":
+                model = onnx_model(path, labels)
+                note = f"ONNX Runtime, opset {artefact.get('opset')}"
             else:
                 model = TFLiteModel(path, labels)
                 note = _describe(artefact, model.delegate_problem)
             rows.append(run_one(model, artefact["bytes"], note))
         except (TfodError, RuntimeError, ValueError) as err:  # a broken artefact scores 0
-            nan, ap = float("nan"), rows[0].ap
-            note = f"fails to run: {str(err).splitlines()[0][:120]}"
-            rows.append(
-                Verified(artefact["file"], artefact["bytes"], 0.0, 0.0, nan, nan, -ap, nan, note)
-            )
+            rows.append(_failed(artefact["file"], artefact["bytes"], err, rows[0].ap))
+        if artefact["format"] == "tflite" and artefact.get("metadata"):
+            name = f"{artefact['file']} · MediaPipe"
+            try:
+                with MediaPipeModel(path, labels) as tasks:
+                    rows.append(
+                        run_one(
+                            tasks, artefact["bytes"], f"{artefact['metadata']}, as apps load it"
+                        )
+                    )
+            except TfodError as err:
+                rows.append(_failed(name, artefact["bytes"], err, rows[0].ap))
     document = {
         "created": now(),
         "threshold": threshold,
@@ -209,6 +226,13 @@ def verify(
     manifest["per_class_delta_ap"] = document["per_class_delta_ap"]
     atomic.write_json(export_dir / EXPORT_JSON, manifest)
     return rows, len(images)
+
+
+def _failed(name: str, size: int, err: Exception, reference_ap: float) -> Verified:
+    """The row of an artefact that does not run: AP 0, and why."""
+    nan = float("nan")
+    note = f"fails to run: {str(err).splitlines()[0][:160]}"
+    return Verified(name, size, 0.0, 0.0, nan, nan, -reference_ap, nan, note)
 
 
 def _describe(artefact: dict[str, Any], delegate_problem: str = "") -> str:

@@ -1,4 +1,4 @@
-"""Detection models behind one call: a run's checkpoint, an exported SavedModel or a .tflite file.
+"""Detection models behind one call: a run's checkpoint, an exported SavedModel, ONNX or .tflite file.
 
 Every model answers `detect(image)` for one uint8 RGB image [H, W, 3] with boxes in that image's
 pixels (ymin, xmin, ymax, xmax, clipped to the image), scores, and class ids 1..N, whatever the
@@ -80,7 +80,8 @@ def _check_image(image: np.ndarray) -> None:
 
 
 class _ServingModel:
-    """A Model Garden detection serving function: uint8 [1, H, W, 3] -> detection dict."""
+    """A Model Garden detection serving function, run by TensorFlow or ONNX Runtime: uint8
+    [1, H, W, 3] -> arrays detection_boxes, _scores, _classes, num_detections and image_info."""
 
     def __init__(self, name: str, serve: Any, labels: dict[int, str]) -> None:
         self.name = name
@@ -90,12 +91,9 @@ class _ServingModel:
         self._serve = serve
 
     def detect(self, image: np.ndarray) -> Detections:
-        import tensorflow as tf
-
         _check_image(image)
         started = time.perf_counter()
-        out = self._serve(tf.constant(image[None]))
-        out = {k: v.numpy() for k, v in out.items()}
+        out = self._serve(image[None])
         self.invoke_seconds.append(time.perf_counter() - started)
         n = int(out["num_detections"][0])
         found = _to_original(
@@ -119,7 +117,17 @@ def checkpoint_model(
 
     module = serving_module(experiment, "image_tensor", prefix)
     serve = tf.function(module.serve, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
-    return _ServingModel(name, serve, labels)
+    return _ServingModel(name, _numpy(serve), labels)
+
+
+def _numpy(serve: Any) -> Any:
+    """A TensorFlow serving function as numpy in, numpy out."""
+    import tensorflow as tf
+
+    def call(images: np.ndarray) -> dict[str, np.ndarray]:
+        return {key: value.numpy() for key, value in serve(tf.constant(images)).items()}
+
+    return call
 
 
 def saved_model(path: Path, labels: dict[int, str] | None = None) -> _ServingModel:
@@ -137,16 +145,63 @@ def saved_model(path: Path, labels: dict[int, str] | None = None) -> _ServingMod
     def serve(images: Any) -> Any:
         return signature(**{input_name: images})
 
+    return _ServingModel(path.name, _numpy(serve), labels or find_labels(path))
+
+
+def onnx_model(path: Path, labels: dict[int, str] | None = None, threads: int = 1) -> _ServingModel:
+    """An ONNX detector exported by `tfod export --format onnx`, run by ONNX Runtime's CPU provider
+    (`threads` intra-op threads, one by default as for TFLite, so the latency columns compare)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise TfodError("ONNX Runtime is not installed: pip install onnxruntime", path) from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only
+    try:
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as err:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        raise TfodError(f"not an ONNX model ONNX Runtime can load: {err}", path) from err
+    (feed,) = session.get_inputs()
+    names = [output.name for output in session.get_outputs()]
+    wanted = {
+        "detection_boxes",
+        "detection_scores",
+        "detection_classes",
+        "num_detections",
+        "image_info",
+    }
+    if not wanted <= set(names):
+        raise TfodError(
+            f"ONNX model has outputs {sorted(names)}, not a tfod detector ({', '.join(sorted(wanted))}); "
+            "export it with `tfod export --format onnx`",
+            path,
+        )
+
+    def serve(images: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(names, {feed.name: images}), strict=True))
+
     return _ServingModel(path.name, serve, labels or find_labels(path))
+
+
+PIXEL_INPUT = "pixels"
+"""The input name of tfod's TFLite exports: RGB pixels 0..255, normalised inside the model."""
 
 
 class TFLiteModel:
     """A .tflite detector with TFLite's detection post-processing op (Model Garden's export).
 
-    Its input is the image already resized (aspect kept, padded at the bottom and right) and
-    normalised, as float32 (or quantized to int8/uint8 with the input's scale and zero point); this
-    class does that with Model Garden's own preprocessing ops, so every artefact sees the same
-    pixels.
+    Its input is the image already resized (aspect kept, padded at the bottom and right with the
+    mean pixel, as in training), as float32 or quantized to int8/uint8 with the input's scale and
+    zero point; this class does that with Model Garden's own preprocessing ops, so every artefact
+    sees the same pixels. tfod's export names that input PIXEL_INPUT and takes RGB values 0..255,
+    normalising them inside the graph (so a uint8 model takes a camera frame's bytes as they are);
+    Model Garden's own export takes them normalised, under another name.
+
+    Its boxes are normalised to the input (tfod's export, as MediaPipe Tasks reads them) or in input
+    pixels (Model Garden's); the post-processing op's anchors tell which.
 
     One thread by default: LiteRT 2.3.0's regular (per-class) NMS loses whole classes when the
     interpreter runs with more than one thread (measured: the last of 3 classes vanished with 2).
@@ -202,7 +257,23 @@ class TFLiteModel:
         self._input_type = np.dtype(details["dtype"])
         self._input_scale, self._input_zero = details["quantization"]
         self.input_size = (int(details["shape"][1]), int(details["shape"][2]))
-        self._class_offset = self._nms_class_offset()
+        self.pixel_input = self._input_name == PIXEL_INPUT
+        self._class_offset, self._box_scale = self._read_post_processing()
+
+    def _read_post_processing(self) -> tuple[int, np.ndarray]:
+        """(`_nms_class_offset`, what turns the op's boxes into input pixels)."""
+        pixels = np.ones(4, np.float32)
+        ops = self._interpreter._get_ops_details()
+        # A constant's tensor, or (fp16 models) the constant its DEQUANTIZE op reads.
+        made_by = {o["outputs"][0]: o["inputs"][0] for o in ops if o["op_name"] == "DEQUANTIZE"}
+        for op in ops:
+            if op["op_name"] == "TFLite_Detection_PostProcess":
+                source = made_by.get(op["inputs"][2], op["inputs"][2])
+                anchors = self._interpreter.get_tensor(source)  # y, x centre; h, w
+                if np.abs(anchors[:, :2]).max() <= NORMALISED_LIMIT:
+                    height, width = self.input_size
+                    pixels = np.array([height, width, height, width], np.float32)
+        return self._nms_class_offset(), pixels
 
     def _nms_class_offset(self) -> int:
         """What to add to the NMS op's class index to get the label id.
@@ -222,15 +293,16 @@ class TFLiteModel:
         import tensorflow as tf
         from official.vision.ops import preprocess_ops
 
+        scale = (1.0, 1.0, 1.0) if self.pixel_input else preprocess_ops.STDDEV_RGB
         pixels = preprocess_ops.normalize_image(
-            tf.convert_to_tensor(image, tf.float32),
-            offset=preprocess_ops.MEAN_RGB,
-            scale=preprocess_ops.STDDEV_RGB,
+            tf.convert_to_tensor(image, tf.float32), offset=preprocess_ops.MEAN_RGB, scale=scale
         )
         resized, info = preprocess_ops.resize_and_crop_image(
             pixels, list(self.input_size), padded_size=list(self.input_size)
-        )
+        )  # padded with zeros: the mean pixel
         tensor = resized.numpy()[None].astype(np.float32)
+        if self.pixel_input:
+            tensor = tensor + np.array(preprocess_ops.MEAN_RGB, np.float32)
         if self._input_type != np.float32:  # full-integer input: quantize the normalised pixels
             limits = np.iinfo(self._input_type)
             steps = np.rint(tensor / self._input_scale) + self._input_zero
@@ -248,7 +320,7 @@ class TFLiteModel:
         classes = out["detection_classes"][0, :n] + self._class_offset
         real = classes >= 1  # drops background boxes of exports that kept class 0
         found = _to_original(
-            out["detection_boxes"][0, :n][real],
+            out["detection_boxes"][0, :n][real] * self._box_scale,
             out["detection_scores"][0, :n][real],
             classes[real],
             scale,
@@ -257,6 +329,10 @@ class TFLiteModel:
         self.latency_seconds.append(time.perf_counter() - begun)
         return found
 
+
+NORMALISED_LIMIT = 2.0
+"""Anchor centres at most this far from 0 are normalised to the input (tfod's export: 0..1);
+in input pixels they reach the input size (at least 32)."""
 
 XNNPACK_PROBE = """
 import sys

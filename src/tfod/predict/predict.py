@@ -22,7 +22,7 @@ from tfod.data.convert import LABEL_MAP
 from tfod.data.images import ImageError, decode_image
 from tfod.data.labelmap import read_label_map
 from tfod.errors import TfodError, describe
-from tfod.predict.models import DetectionModel, TFLiteModel, saved_model
+from tfod.predict.models import DetectionModel, TFLiteModel, onnx_model, saved_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -35,7 +35,7 @@ PALETTE = [
 
 
 def load_model(path: Path, checkpoint: str = "best") -> DetectionModel:
-    """A run folder (its `checkpoint`), a SavedModel folder or a .tflite file."""
+    """A run folder (its `checkpoint`), a SavedModel folder, a .tflite or an .onnx file."""
     from tfod.predict.models import checkpoint_model
 
     if (path / "run.json").is_file():
@@ -52,8 +52,11 @@ def load_model(path: Path, checkpoint: str = "best") -> DetectionModel:
         return saved_model(path)
     if path.is_file() and path.suffix == ".tflite":
         return TFLiteModel(path)
+    if path.is_file() and path.suffix == ".onnx":
+        return onnx_model(path)
     raise TfodError(
-        "MODEL must be a run folder (with run.json), a SavedModel folder or a .tflite file", path
+        "MODEL must be a run folder (with run.json), a SavedModel folder, a .tflite or an .onnx file",
+        path,
     )
 
 

@@ -1,9 +1,9 @@
 """Export benchmark: size, AP and batch-1 latency of every artefact of the demo run, side by side.
 
-Usage: python bench/export_bench.py [--run runs/demo] [--calibration-images 200]
+Usage: python bench/deploy_bench.py [--run runs/demo] [--calibration-images 200]
 
 Uses the demo run if it exists (`nox -s demo` makes it), else trains one first (~8 min). Exports
-SavedModel and TFLite fp32/fp16/int8, verifies each on the validation split in one process, and
+SavedModel, ONNX and TFLite fp32/fp16/int8 (with MediaPipe metadata), verifies each on the validation split in one process, and
 prints the verification table plus the int8/fp32 TFLite latency ratios.
 """
 
