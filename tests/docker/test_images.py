@@ -175,11 +175,15 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
 
         call("--profile", "export", "run", "--rm", "exporter")
         manifest = json.loads(cat(client, runs, "/runs/demo/export/export.json"))
-        artefacts = ["saved_model", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"]
+        tflite = ["model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"]
+        artefacts = ["saved_model", "model.onnx", *tflite]
         assert [a["file"] for a in manifest["artefacts"]] == artefacts
+        for item in manifest["artefacts"][2:]:  # the MediaPipe environment the image carries
+            assert item["metadata"] == "MediaPipe 0.10.21 object detector", item
         assert manifest["verification"] == "verify.json"
         verified = json.loads(cat(client, runs, "/runs/demo/export/verify.json"))
-        assert [r["name"] for r in verified["rows"]][1:] == artefacts
+        rows = ["saved_model", "model.onnx"] + [n for t in tflite for n in (t, f"{t} · MediaPipe")]
+        assert [r["name"] for r in verified["rows"]][1:] == rows
     finally:
         subprocess.run(
             [*compose, "--profile", "export", "down", "-v", "--remove-orphans"],
