@@ -16,6 +16,14 @@ def describe(err: BaseException) -> str:
     return str(text).splitlines()[0]
 
 
+def last_error(output: str, fallback: str) -> str:
+    """The line of a child process's output that says what went wrong: its last line naming an
+    error, else its last line, else `fallback`."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [fallback])[-1][:300]
+
+
 class TfodError(Exception):
     """A problem with the user's input or environment, explained in plain words.
 

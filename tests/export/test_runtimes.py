@@ -18,7 +18,13 @@ from tfod.evaluate.evaluator import load_experiment
 from tfod.export import mediapipe_runtime
 from tfod.export.mediapipe_runtime import WORKER, MediaPipeModel, runtime_python
 from tfod.export.verify import measure, validation_images
-from tfod.predict.models import DetectionModel, TFLiteModel, onnx_model, saved_model
+from tfod.predict.models import (
+    DetectionModel,
+    Detections,
+    TFLiteModel,
+    saved_model,
+)
+from tfod.predict.predict import load_model
 from tfod.runs.rundir import RunDir
 
 THRESHOLD = 0.05  # the export's score threshold
@@ -64,23 +70,47 @@ def _labels(exported_run: Path) -> dict[int, str]:
     return read_label_map(exported_run / "export" / "label_map.pbtxt")
 
 
+def _twins(ours: Detections, theirs: Detections, same_class: bool = True) -> float:
+    """The share of `ours` that `theirs` also reports: a box within two pixels (MediaPipe's
+    Python API cuts a box's origin and its size each down to whole pixels), the score within 0.01,
+    and (`same_class`) the same class."""
+    found = 0
+    for box, score, cls in zip(ours.boxes, ours.scores, ours.classes, strict=True):
+        near = (np.abs(theirs.boxes - box).max(axis=1) < 2) & (
+            np.abs(theirs.scores - score) <= 0.01
+        )
+        if same_class:
+            near &= theirs.classes == cls
+        found += bool(near.any())
+    return found / max(1, len(ours.scores))
+
+
+def _agreement(
+    path: Path,
+    labels: dict[int, str],
+    images: list[tuple[int, np.ndarray]],
+    same_class: bool = True,
+) -> float:
+    """How much of what LiteRT detects in `images` MediaPipe detects too (see _twins)."""
+    litert = TFLiteModel(path, labels)
+    with MediaPipeModel(path, labels) as tasks:
+        shares = [
+            _twins(litert.detect(image).above(THRESHOLD), tasks.detect(image), same_class)
+            for _, image in images
+        ]
+    return float(np.mean(shares))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("quant", "within"), [("fp32", 0.01), ("int8", 0.025)])
-def test_mediapipe_scores_what_litert_scores(
-    exported_run: Path,
-    at_input_size: tuple[list[tuple[int, np.ndarray]], Path],
-    quant: str,
-    within: float,
+@pytest.mark.parametrize("quant", ["fp32", "int8"])
+def test_mediapipe_detects_what_litert_detects(
+    exported_run: Path, at_input_size: tuple[list[tuple[int, np.ndarray]], Path], quant: str
 ) -> None:
-    """Within `within` AP: MediaPipe's whole-pixel boxes, and (int8) its own float-to-int8 input
-    rounding, move AP by that much on this small fixture; a wrong normalisation or label order
-    costs far more (below)."""
+    """Every detection, its class name mapped back through the embedded label file, and its
+    score: the metadata describes the model exactly. (AP still differs by about 0.005-0.015 on
+    this fixture: MediaPipe's boxes are whole pixels.)"""
     path = exported_run / "export" / f"model_{quant}.tflite"
-    litert = _ap(TFLiteModel(path, _labels(exported_run)), at_input_size)
-    with MediaPipeModel(path, _labels(exported_run)) as tasks:
-        mediapipe = _ap(tasks, at_input_size)
-    assert litert > 0.05
-    assert mediapipe == pytest.approx(litert, abs=within)
+    assert _agreement(path, _labels(exported_run), at_input_size[0]) >= 0.98
 
 
 @pytest.fixture(scope="module")
@@ -108,26 +138,16 @@ def _rewrite_metadata(source: Path, target: Path, labels: list[str], mean: str, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("labels", "mean", "std"),
-    [
-        (["circle", "square", "triangle"], "127.5,127.5,127.5", "127.5,127.5,127.5"),  # [-1, 1]
-        (["square", "triangle", "circle"], "0,0,0", "1,1,1"),  # every name on another class
-    ],
-    ids=["wrong-normalisation", "wrong-label-order"],
-)
-def test_wrong_metadata_costs_ap_in_the_mediapipe_row(
+def test_a_wrong_normalisation_costs_ap_in_the_mediapipe_row(
     exported_run: Path,
     at_input_size: tuple[list[tuple[int, np.ndarray]], Path],
     bare_fp32: Path,
     tmp_path: Path,
-    labels: list[str],
-    mean: str,
-    std: str,
 ) -> None:
+    names = ["circle", "square", "triangle"]
     right, wrong = tmp_path / "right" / "model.tflite", tmp_path / "wrong" / "model.tflite"
-    _rewrite_metadata(bare_fp32, right, ["circle", "square", "triangle"], "0,0,0", "1,1,1")
-    _rewrite_metadata(bare_fp32, wrong, labels, mean, std)
+    _rewrite_metadata(bare_fp32, right, names, "0,0,0", "1,1,1")
+    _rewrite_metadata(bare_fp32, wrong, names, "127.5,127.5,127.5", "127.5,127.5,127.5")  # [-1, 1]
     with MediaPipeModel(right, _labels(exported_run)) as tasks:
         good = _ap(tasks, at_input_size)
     with MediaPipeModel(wrong, _labels(exported_run)) as tasks:
@@ -136,11 +156,27 @@ def test_wrong_metadata_costs_ap_in_the_mediapipe_row(
 
 
 @pytest.mark.slow
+def test_a_wrong_label_order_gives_the_mediapipe_row_wrong_classes(
+    exported_run: Path,
+    at_input_size: tuple[list[tuple[int, np.ndarray]], Path],
+    bare_fp32: Path,
+    tmp_path: Path,
+) -> None:
+    """The same boxes and scores, each under another class's name. (This under-trained fixture
+    confuses its classes so much that its AP need not fall: the classes are checked instead.)"""
+    wrong = tmp_path / "wrong" / "model.tflite"
+    _rewrite_metadata(bare_fp32, wrong, ["square", "triangle", "circle"], "0,0,0", "1,1,1")
+    labels, images = _labels(exported_run), at_input_size[0]
+    assert _agreement(wrong, labels, images, same_class=False) >= 0.98
+    assert _agreement(wrong, labels, images) <= 0.02
+
+
+@pytest.mark.slow
 def test_onnx_runtime_detects_what_the_saved_model_does(
     exported_run: Path, at_input_size: tuple[list[tuple[int, np.ndarray]], Path]
 ) -> None:
     export = exported_run / "export"
-    onnx = onnx_model(export / "model.onnx")
+    onnx = load_model(export / "model.onnx")  # as `tfod predict` loads it
     reference = saved_model(export / "saved_model")
     assert onnx.labels == reference.labels == _labels(exported_run)
     assert _ap(onnx, at_input_size) == pytest.approx(_ap(reference, at_input_size), abs=0.005)
@@ -168,3 +204,20 @@ def test_a_failed_install_leaves_nothing_and_says_the_ways_out(
     assert "TFOD_MEDIAPIPE_PYTHON" in str(caught.value)
     assert "--no-metadata" in str(caught.value)
     assert [p.name for p in folder.parent.iterdir()] == ["mediapipe.lock"]
+
+
+def test_a_file_mediapipe_cannot_load_is_one_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.tflite"
+    bogus.write_bytes(b"not a flatbuffer")
+    with pytest.raises(TfodError, match=r"MediaPipe cannot run it: .+"):
+        MediaPipeModel(bogus, {1: "circle"})
+
+
+def test_an_onnx_conversion_failure_quotes_the_converter(tmp_path: Path) -> None:
+    from tfod.export.exporter import _onnx
+
+    with pytest.raises(
+        TfodError, match=r"tf2onnx [\d.]+ could not convert the SavedModel to ONNX: .+"
+    ):
+        _onnx(tmp_path / "no-saved-model", tmp_path)
+    assert not (tmp_path / "model.onnx").exists()

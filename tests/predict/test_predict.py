@@ -171,7 +171,9 @@ def test_a_detector_xnnpack_cannot_run_runs_on_litert_kernels_and_says_so(
 
 
 def test_load_model_refuses_what_is_not_a_model(tmp_path: Path) -> None:
-    with pytest.raises(TfodError, match=r"run folder .* SavedModel folder or a \.tflite file"):
+    with pytest.raises(
+        TfodError, match=r"run folder .* SavedModel folder, a \.tflite or an \.onnx file"
+    ):
         load_model(tmp_path)
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from tfod import atomic
 from tfod.data.convert import LABEL_MAP, load_summary
-from tfod.errors import TfodError
+from tfod.errors import TfodError, last_error
 from tfod.evaluate.evaluator import dataset_dir, load_experiment
 from tfod.export import edgetpu
 from tfod.export.mediapipe_runtime import write_metadata
@@ -310,9 +310,8 @@ def _onnx(saved: Path, out: Path) -> dict[str, Any]:
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not (out / ONNX).is_file():
-        lines = [line for line in done.stderr.splitlines() if "ERROR" in line or "Error" in line]
-        why = lines or done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-        raise TfodError(f"{converter} could not convert the SavedModel to ONNX: {why[-1].strip()}")
+        why = last_error(done.stderr, f"exit status {done.returncode}")
+        raise TfodError(f"{converter} could not convert the SavedModel to ONNX: {why}")
     return _artefact(
         out / ONNX, out,
         format="onnx", quantization="fp32", input={"shape": [1, None, None, 3], "dtype": "uint8"},
@@ -357,7 +356,7 @@ def _tflite(
     artefacts = []
     try:
         say(f"TFLite graph of {prefix.name} (TFLite detection post-processing op)")
-        served = _pixel_input(serving_module(experiment, "tflite", prefix))
+        served = _pixel_input(serving_module(experiment, "tflite", prefix), qat)
         ranges = prediction_ranges(served.model.head) if qat else None
         with _nms_without_background(ranges):
             export_saved_model_lib.export_inference_graph(
@@ -428,20 +427,37 @@ def _convert(graph: Path, quant: str, io: str, calibration: Any, steps: int) -> 
     return result
 
 
-def _pixel_input(served: Any) -> Any:
+def _pixel_input(served: Any, qat: bool) -> Any:
     """`served` (input type tflite) taking RGB pixels 0..255 as input PIXEL_INPUT, normalised
     inside the graph (one multiply-add): MediaPipe Tasks, which apps load models with, cannot
-    normalise per channel, and a uint8 model then takes a camera frame's bytes as they are."""
+    normalise per channel, and a uint8 model then takes a camera frame's bytes as they are.
+
+    A QAT graph is quantized from its fake-quantization ranges alone (no calibration), so `qat`
+    gives the pixels and each step of the normalisation theirs: 0..255, then the ranges the
+    multiply and the add can reach over the three channels."""
     import tensorflow as tf
     from official.vision.ops import preprocess_ops
 
-    scale = [1.0 / s for s in preprocess_ops.STDDEV_RGB]
-    offset = [
-        -m / s for m, s in zip(preprocess_ops.MEAN_RGB, preprocess_ops.STDDEV_RGB, strict=True)
-    ]
+    mean, std = preprocess_ops.MEAN_RGB, preprocess_ops.STDDEV_RGB
+    scale = [1.0 / s for s in std]
+    offset = [-m / s for m, s in zip(mean, std, strict=True)]
+    reach = {
+        "pixels": (0.0, 255.0),
+        "scaled": (0.0, 255.0 * max(scale)),
+        "normalised": (min(offset), max(255.0 * a + b for a, b in zip(scale, offset, strict=True))),
+    }
+
+    def quantized(values: Any, step: str) -> Any:
+        low, high = reach[step]
+        return (
+            tf.quantization.fake_quant_with_min_max_args(values, min=low, max=high)
+            if qat
+            else values
+        )
 
     def inference_for_tflite(pixels: Any) -> Any:
-        return served.serve(pixels * tf.constant(scale) + tf.constant(offset))
+        scaled = quantized(quantized(pixels, "pixels") * tf.constant(scale), "scaled")
+        return served.serve(quantized(scaled + tf.constant(offset), "normalised"))
 
     served.inference_for_tflite = tf.function(inference_for_tflite)
     return served

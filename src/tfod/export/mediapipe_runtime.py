@@ -24,8 +24,8 @@ from typing import IO, Any
 import numpy as np
 
 from tfod import lockfile
-from tfod.errors import TfodError
-from tfod.predict.models import Detections, _check_image
+from tfod.errors import TfodError, last_error
+from tfod.predict.models import Detections, check_image, to_original
 from tfod.zoo.cache import cache_dir
 
 PYTHON_ENV = "TFOD_MEDIAPIPE_PYTHON"
@@ -79,8 +79,8 @@ def install(folder: Path, say: Callable[[str], None] = print) -> Path:
 def _run(command: list[str]) -> None:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
-        raise TfodError(NOT_INSTALLED.format(why=lines[-1].strip()))
+        why = last_error(done.stderr or done.stdout, f"exit status {done.returncode}")
+        raise TfodError(NOT_INSTALLED.format(why=why))
 
 
 def write_metadata(
@@ -101,16 +101,10 @@ def write_metadata(
         )  # fmt: skip
         if done.returncode != 0 or not written.is_file():
             raise TfodError(
-                f"MediaPipe could not write {name}'s metadata: {_last_error(done.stderr)}"
+                f"MediaPipe could not write {name}'s metadata: {last_error(done.stderr, 'no output')}"
             )
         written.replace(model)
     return f"MediaPipe {VERSION} object detector"
-
-
-def _last_error(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["no output"])[-1][:300]
 
 
 class MediaPipeModel:
@@ -140,27 +134,32 @@ class MediaPipeModel:
         if not line:
             self._worker.wait()
             self._log.seek(0)
-            raise TfodError(f"MediaPipe cannot run it: {_last_error(self._log.read())}")
+            why = last_error(self._log.read(), f"exit status {self._worker.returncode}")
+            raise TfodError(f"MediaPipe cannot run it: {why}")
         answer: dict[str, Any] = json.loads(line)
         return answer
 
     def detect(self, image: np.ndarray) -> Detections:
-        _check_image(image)
+        check_image(image)
         assert self._worker.stdin is not None
         header = json.dumps({"shape": list(image.shape)}) + "\n"
-        self._worker.stdin.write(header.encode() + np.ascontiguousarray(image).tobytes())
-        self._worker.stdin.flush()
+        try:
+            self._worker.stdin.write(header.encode() + np.ascontiguousarray(image).tobytes())
+            self._worker.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker is gone: _answer says why
         answer = self._answer()
         self.invoke_seconds.append(answer["seconds"])
         self.latency_seconds.append(answer["seconds"])
         found = [d for d in answer["detections"] if d[5] in self._ids]
-        boxes = np.array([[y, x, y + h, x + w] for x, y, w, h, _, _ in found], np.float32)
-        scores = np.array([d[4] for d in found], np.float32)
-        order = np.argsort(-scores, kind="stable")
-        return Detections(
-            boxes.reshape(-1, 4)[order],
-            scores[order],
-            np.array([self._ids[d[5]] for d in found], np.int64)[order],
+        return to_original(
+            np.array([[y, x, y + h, x + w] for x, y, w, h, _, _ in found], np.float32).reshape(
+                -1, 4
+            ),
+            np.array([d[4] for d in found], np.float32),
+            np.array([self._ids[d[5]] for d in found], np.int64),
+            np.ones(2, np.float32),  # already in the image's pixels
+            image.shape,
         )
 
     def __enter__(self) -> MediaPipeModel:

@@ -5,6 +5,9 @@ original-image pixels and cut at the export's one score threshold, and scored by
 code as `tfod eval` (`coco_metrics` against the dataset's val_coco.json). The float checkpoint
 the export came from runs the same way and is the reference for the AP drop and the speed-up.
 
+Each TFLite model with metadata gets a second row from MediaPipe Tasks' ObjectDetector, as apps
+run it (`tfod.export.mediapipe_runtime`); the ONNX model's row comes from ONNX Runtime.
+
 For a QAT run (`tfod qat`) the reference is its float parent's checkpoint, followed by the
 fake-quantized QAT checkpoint, the QAT int8 and the parent's post-training int8: the table shows
 what each way to int8 costs against the same float model.

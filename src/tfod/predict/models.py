@@ -58,7 +58,7 @@ class DetectionModel(Protocol):
     def detect(self, image: np.ndarray) -> Detections: ...
 
 
-def _to_original(
+def to_original(
     boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, scale: np.ndarray, shape: Any
 ) -> Detections:
     """Boxes in resized pixels -> original pixels, clipped; empty boxes dropped."""
@@ -74,7 +74,7 @@ def _to_original(
     )
 
 
-def _check_image(image: np.ndarray) -> None:
+def check_image(image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
 
@@ -91,12 +91,12 @@ class _ServingModel:
         self._serve = serve
 
     def detect(self, image: np.ndarray) -> Detections:
-        _check_image(image)
+        check_image(image)
         started = time.perf_counter()
         out = self._serve(image[None])
         self.invoke_seconds.append(time.perf_counter() - started)
         n = int(out["num_detections"][0])
-        found = _to_original(
+        found = to_original(
             out["detection_boxes"][0, :n],
             out["detection_scores"][0, :n],
             out["detection_classes"][0, :n],
@@ -310,7 +310,7 @@ class TFLiteModel:
         return tensor, info.numpy()[2]
 
     def detect(self, image: np.ndarray) -> Detections:
-        _check_image(image)
+        check_image(image)
         begun = time.perf_counter()
         tensor, scale = self.preprocess(image)
         started = time.perf_counter()
@@ -319,7 +319,7 @@ class TFLiteModel:
         n = round(float(out["num_detections"].reshape(-1)[0]))
         classes = out["detection_classes"][0, :n] + self._class_offset
         real = classes >= 1  # drops background boxes of exports that kept class 0
-        found = _to_original(
+        found = to_original(
             out["detection_boxes"][0, :n][real] * self._box_scale,
             out["detection_scores"][0, :n][real],
             classes[real],
