@@ -48,7 +48,10 @@ def tests(session: nox.Session) -> None:
     _mediapipe(session)
     workers = min(4, os.cpu_count() or 1)
     parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
-    session.run("pytest", "-m", "not docker and not network", *parallel, *session.posargs)
+    # --durations: CI's log names the tests that cost its time.
+    session.run(
+        "pytest", "-m", "not docker and not network", "--durations=25", *parallel, *session.posargs
+    )
 
 
 def _mediapipe(session: nox.Session) -> None:

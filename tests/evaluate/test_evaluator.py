@@ -121,16 +121,16 @@ def test_watch_waits_for_the_trainer_then_evaluates_each_checkpoint_once(
     path.write_text(dump_config(config))
     env = {**os.environ, "COLUMNS": "200"}
     evaluator = subprocess.Popen(
-        [sys.executable, "-m", "tfod", "eval", "runs/watched", "--watch", "--timeout", "240", "--poll", "0.5"],
+        [sys.executable, "-m", "tfod", "eval", "runs/watched", "--watch", "--timeout", "900", "--poll", "0.5"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     time.sleep(2)
     trainer = subprocess.run(
         [sys.executable, "-m", "tfod", "train", str(path), "--no-eval"], cwd=tmp_path,
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert trainer.returncode == 0, trainer.stderr
-    output, _ = evaluator.communicate(timeout=300)
+    output, _ = evaluator.communicate(timeout=900)  # generous: CI builds images beside the suite
     assert evaluator.returncode == 0, output
     assert "Waiting for a trainer to start" in output
     assert "Evaluated 3 checkpoint(s); run status: finished" in output
