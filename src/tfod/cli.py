@@ -713,6 +713,70 @@ def zoo_get(
         console.print(f"Fetched from {escape(', '.join(fetched_from))}")
 
 
+@zoo_app.command("pack")
+def zoo_pack(
+    names: Annotated[list[str], typer.Argument(help="Cached zoo entries (`tfod zoo list`).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="A folder (added to), or FILE.tar.", show_default=False)
+    ],
+) -> None:
+    """Write a mirror of cached entries for other machines: each file byte for byte under its
+    publisher's path, with SHA256SUMS. Serve the folder (a mount, `python -m http.server`, an
+    object store) and set TFOD_ZOO_MIRROR to it there."""
+    from tfod.zoo.mirror import pack
+
+    index = pack(names, out)
+    files = [f for entry in index["entries"].values() for f in entry["files"]]
+    tar = out.suffix == ".tar"
+    size = out.stat().st_size if tar else sum((out / f).stat().st_size for f in files)
+    console.print(
+        f"Wrote {len(index['entries'])} entr{'y' if len(index['entries']) == 1 else 'ies'} "
+        f"({len(files)} file(s), {size / 1e6:.1f} MB) to [bold]{escape(str(out))}[/bold]"
+    )
+    where = "a folder holding its contents" if tar else "it"
+    console.print(
+        f"On each machine: TFOD_ZOO_MIRROR=URL of {where} (or its path, mounted); "
+        "`tfod zoo check` shows whether it answers."
+    )
+
+
+@zoo_app.command("check")
+def zoo_check(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Entries to check (default: all).")
+    ] = None,
+) -> None:
+    """Ask every source of every entry for one byte (nothing is downloaded): which answer, and
+    whether the size is the cached file's. Exit 1 if some entry has no source that answers."""
+    from rich.table import Table
+
+    from tfod.zoo.cache import read_manifest
+    from tfod.zoo.mirror import check
+
+    probes = check(names)
+    table = Table(title="zoo sources")
+    for column in ("entry", "source", "answer", "size", "= cached"):
+        table.add_column(column, justify="right" if column == "size" else "left", overflow="fold")
+    for probe in probes:
+        try:
+            manifest = read_manifest(f"zoo:{probe.entry}")
+        except TfodError:
+            manifest = None
+        same = "-" if manifest is None or probe.size is None else (
+            "[green]yes[/green]" if probe.size == manifest["bytes"] else "[red]no[/red]"
+        )  # fmt: skip
+        answer = "[green]ok[/green]" if probe.reachable else f"[red]{escape(probe.status)}[/red]"
+        size = "" if probe.size is None else f"{probe.size / 1e6:.1f} MB"
+        table.add_row(probe.entry, escape(probe.source), answer, size, same)
+    console.print(table)
+    dead = sorted({p.entry for p in probes} - {p.entry for p in probes if p.reachable})
+    if dead:
+        raise TfodError(
+            f"no source answers for {', '.join(dead)}: a fetch of it would fail here (a mirror: "
+            "TFOD_ZOO_MIRROR; `tfod zoo pack` writes one on a machine that has it cached)"
+        )
+
+
 runs_app = typer.Typer(help="List, inspect and compare runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,7 @@ def test_a_wrong_sha256_fails_cleanly(server: ZooServer, monkeypatch: pytest.Mon
     monkeypatch.setitem(catalog.ZOO, NAME, dataclasses.replace(ENTRY, sha256="0" * 64))
     with pytest.raises(TfodError, match="sha256 mismatch: expected 0000") as info:
         fetch(f"zoo:{NAME}", progress=False)
-    assert ENTRY.url in str(info.value)
+    assert f"{server.url}/{RELATIVE}" in str(info.value), "the source that served them is named"
     assert _cache_is_clean() and not (cache_dir() / "downloads" / NAME).exists()
 
 
@@ -172,6 +173,181 @@ def test_an_unreachable_host_names_the_mirror_option(
     with pytest.raises(TfodError, match="TFOD_ZOO_MIRROR"):
         fetch(f"zoo:{NAME}", progress=False)
     assert _cache_is_clean()
+
+
+# What Google Cloud Storage answered for every tf_model_garden file in February 2026
+# (tensorflow/models#13610).
+GCS_ACCESS_DENIED = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>Access "
+    "denied.</Message><Details>Anonymous caller does not have storage.objects.get access to the "
+    "Google Cloud Storage object. Permission 'storage.objects.get' denied on resource (or it may "
+    "not exist).</Details></Error>"
+)
+
+
+def _refuse(handler: BaseHTTPRequestHandler) -> None:
+    body = GCS_ACCESS_DENIED.encode()
+    handler.send_response(403)
+    handler.send_header("Content-Type", "application/xml; charset=UTF-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture
+def two_hosts(
+    published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ZooServer, ZooServer]]:
+    """The entry's publisher and a second source (the catalog's `mirrors`), both serving it."""
+    (publisher, first), (other, second) = serve(published), serve(published)
+    entry = dataclasses.replace(
+        ENTRY, url=f"{publisher.url}/{RELATIVE}", mirrors=(f"{other.url}/{RELATIVE}",)
+    )
+    monkeypatch.setitem(catalog.ZOO, NAME, entry)
+    monkeypatch.delenv("TFOD_ZOO_MIRROR", raising=False)
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    yield publisher, other
+    first.shutdown()
+    second.shutdown()
+
+
+@pytest.mark.slow
+def test_a_publisher_refusing_access_falls_through_to_the_next_source(
+    two_hosts: tuple[ZooServer, ZooServer], published: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publisher, other = two_hosts
+    publisher.routes[f"/{RELATIVE}"] = _refuse
+    cached = fetch(f"zoo:{NAME}", progress=False)
+    output = capsys.readouterr().err
+    assert f"{publisher.url}/{RELATIVE}: HTTP 403 AccessDenied: the publisher refuses" in output
+    assert "not a network fault" in output
+    assert f"fetched from {other.url}/{RELATIVE} (source 2)" in output
+    assert cached.manifest["fetched_from"] == [f"{other.url}/{RELATIVE}"]
+    assert cached.manifest["sha256"] == _sha256(published / RELATIVE)
+
+
+@pytest.mark.slow
+def test_every_source_refusing_is_one_message_with_the_ways_out(
+    two_hosts: tuple[ZooServer, ZooServer], capfd: pytest.CaptureFixture[str]
+) -> None:
+    publisher, other = two_hosts
+    publisher.routes[f"/{RELATIVE}"] = _refuse
+    other.routes[f"/{RELATIVE}"] = lambda handler: handler.send_error(503, "Slow Down")
+    code, output = run_tfod(["zoo", "get", NAME], capfd)
+    assert code == 1 and "Traceback" not in output, output
+    assert f"{NAME}: no source gave it (2 tried):" in output
+    assert f"  {publisher.url}/{RELATIVE}: HTTP 403 AccessDenied" in output
+    assert f"  {other.url}/{RELATIVE}: download failed: HTTP 503 Slow Down" in output
+    assert f"Ways out: a mirror holding {RELATIVE}" in output
+    assert f"`tfod zoo pack {NAME}`" in output and "ImageNet backbone" in output
+    assert _cache_is_clean()
+
+
+@pytest.mark.slow
+def test_a_second_source_with_other_bytes_is_refused(
+    two_hosts: tuple[ZooServer, ZooServer], published: Path, tmp_path: Path
+) -> None:
+    publisher, other = two_hosts
+    first = fetch(f"zoo:{NAME}", progress=False)  # from the publisher: its sha256 is recorded
+    assert first.manifest["fetched_from"] == [f"{publisher.url}/{RELATIVE}"]
+    changed = tmp_path / "changed.tar.gz"
+    changed.write_bytes((published / RELATIVE).read_bytes() + b"\0")  # another file
+    other.routes[f"/{RELATIVE}"] = lambda handler: _send(handler, changed.read_bytes())
+    publisher.routes[f"/{RELATIVE}"] = _refuse
+    with pytest.raises(TfodError, match="recorded at the first fetch") as info:
+        fetch(f"zoo:{NAME}", progress=False, force=True)
+    assert f"{other.url}/{RELATIVE}: sha256 mismatch: expected {first.manifest['sha256']}" in str(
+        info.value
+    )
+    assert _cache_is_clean()
+
+
+def _send(handler: BaseHTTPRequestHandler, data: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@pytest.mark.slow
+def test_zoo_check_asks_every_source_for_one_byte(
+    two_hosts: tuple[ZooServer, ZooServer], published: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from tfod.zoo.mirror import check
+
+    publisher, other = two_hosts
+    publisher.routes[f"/{RELATIVE}"] = _refuse
+    size = (published / RELATIVE).stat().st_size
+    rows = [(p.source, p.status, p.size) for p in check([NAME])]
+    assert rows == [
+        (f"{publisher.url}/{RELATIVE}", "AccessDenied", None), (f"{other.url}/{RELATIVE}", "ok", size)
+    ]  # fmt: skip
+    assert other.requests == [(f"/{RELATIVE}", "bytes=0-0")], "one byte asked, nothing fetched"
+    code, output = run_tfod(["zoo", "check", NAME], capfd)
+    assert code == 0 and "AccessDenied" in output, output
+
+    other.routes[f"/{RELATIVE}"] = _refuse
+    code, output = run_tfod(["zoo", "check", NAME], capfd)
+    assert code == 1 and f"no source answers for {NAME}" in output, output
+
+
+@pytest.mark.slow
+def test_zoo_pack_serves_a_fine_tune_from_an_empty_cache(
+    server: ZooServer, published: Path, demo_data: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A machine that has the entry packs it; another serves the folder with `python -m
+    http.server`; a third, with an empty cache, fine-tunes from it. The file is the published
+    one byte for byte, so every check (and an earlier record of its sha256) still holds."""
+    from tfod.runs.rundir import RunDir
+    from tfod.train.trainer import train
+
+    fetch(f"zoo:{NAME}", progress=False)
+    mirror, tar = tmp_path / "mirror", tmp_path / "mirror.tar"
+    for out in (mirror, tar):
+        code, output = run_tfod(["zoo", "pack", NAME, "--out", str(out)], capfd)
+        assert code == 0 and "Wrote 1 entry (1 file(s)" in output, output
+    digest = _sha256(published / RELATIVE)
+    assert _sha256(mirror / RELATIVE) == digest
+    assert (mirror / "SHA256SUMS").read_text() == f"{digest}  {RELATIVE}\n"
+    with tarfile.open(tar) as archive:
+        assert archive.getnames() == [RELATIVE, "SHA256SUMS", "tfod-mirror.json"]
+
+    http_server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(mirror)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert http_server.stdout is not None
+        port = http_server.stdout.readline().split(" port ")[1].split()[0]
+        url = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "empty-cache"))
+        monkeypatch.setenv("TFOD_ZOO_MIRROR", url)
+        config = smoke_config(
+            demo_data, name="from-mirror", model={
+                "preset": ENTRY.preset, "init_checkpoint": f"zoo:{NAME}",
+                "init_modules": "backbone+decoder",
+            }, train={"steps": 1, "batch_size": 2},
+        )  # fmt: skip
+        result = train(config, tmp_path / "runs", inline_eval=False, progress=False)
+    finally:
+        http_server.kill()
+        http_server.wait()
+    source = RunDir(result.run.path).read()["initialized_from"]["source"]
+    assert source["sha256"] == digest and source["url"] == ENTRY.url
+
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "folder-cache"))
+    monkeypatch.setenv("TFOD_ZOO_MIRROR", str(mirror))
+    assert fetch(f"zoo:{NAME}", progress=False).manifest["sha256"] == digest
+
+
+def test_zoo_pack_names_an_entry_that_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    code, output = run_tfod(["zoo", "pack", NAME, "--out", str(tmp_path / "m")], capfd)
+    assert code == 1 and f"{NAME} is not cached here: `tfod zoo get {NAME}` first" in output
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_local_mirror_folder_serves_air_gapped_hosts(

@@ -4,17 +4,22 @@
 local checkpoint prefix. Layout under the cache folder ($TFOD_CACHE, default ~/.cache/tfod):
 
     downloads/KEY/FILE.partial   an interrupted download; the next fetch resumes it (HTTP Range)
+    published/KEY/FILE           the file(s) as published, once fetched (what `zoo pack` copies)
     zoo/KEY/                     the extracted checkpoint and manifest.json (url, the URL it was
                                  fetched from, bytes, sha256, date, the checkpoint prefix, every
                                  file's sha256); DAMAGED beside it once a use found it damaged
     locks/KEY.lock               held while KEY is fetched: a second fetch of it waits
+    sha256/KEY.json              the sha256 of the first bytes fetched for KEY: every later
+                                 fetch, from any source, must give the same (a catalog pin wins)
 
 `zoo/KEY/` appears only complete (built in a temporary folder and renamed) and only once its
 checkpoint reads back whole, so a killed or damaged fetch never leaves something that looks
 usable. A cached entry makes no network call at all; every use re-checks its manifest and
 re-hashes its files. A damaged entry is named with the way out (`tfod zoo get --force NAME`).
-$TFOD_ZOO_MIRROR (a URL or a local folder holding the same relative paths, e.g.
-`tf_model_garden/vision/...`) serves hosts without internet, and CI.
+A catalog entry's sources are tried in order, the publisher's first, each failure said in one
+line; $TFOD_ZOO_MIRROR (a URL or a local folder holding the same relative paths, e.g.
+`tf_model_garden/vision/...`, as `tfod zoo pack` writes) replaces them: hosts without internet,
+a team's own copy, CI.
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from rich.markup import escape
+
 from tfod import atomic, lockfile
 from tfod.console import console
 from tfod.errors import TfodError, describe
 from tfod.runs.rundir import now
 from tfod.zoo.archive import Limits, extract
-from tfod.zoo.catalog import get_entry, https
-from tfod.zoo.download import fetch_file
+from tfod.zoo.catalog import get_entry, https, suffixes
+from tfod.zoo.download import AccessDenied, fetch_file
 
 CACHE_ENV = "TFOD_CACHE"
 MIRROR_ENV = "TFOD_ZOO_MIRROR"
@@ -67,7 +74,8 @@ class Cached:
 @dataclass(frozen=True)
 class _Target:
     key: str  # the cache folder's name
-    url: str  # the https URL
+    url: str  # the publisher's https URL; its path is where a mirror holds the file
+    sources: tuple[str, ...]  # every URL serving the file, tried in order (`url` first)
     kind: str  # "tar.gz" or "prefix"
     sha256: str | None  # pinned by the catalog
     unpacked_bytes: int | None  # known by the catalog
@@ -76,13 +84,16 @@ class _Target:
 def _target(reference: str) -> _Target:
     if reference.startswith("zoo:"):
         entry = get_entry(reference[len("zoo:") :])
-        return _Target(entry.name, entry.https_url, entry.kind, entry.sha256, entry.unpacked_bytes)
+        return _Target(
+            entry.name, entry.https_url, entry.sources, entry.kind, entry.sha256,
+            entry.unpacked_bytes,
+        )  # fmt: skip
     url = https(reference)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise TfodError("only zoo:NAME, https://, http:// and gs:// checkpoints are fetched", url)
     kind = "tar.gz" if url.endswith((".tar.gz", ".tgz")) else "prefix"
     key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
-    return _Target(key, url, kind, None, None)
+    return _Target(key, url, (url,), kind, None, None)
 
 
 def cache_folder(reference: str) -> Path:
@@ -195,7 +206,7 @@ def cached(reference: str) -> Cached | None:
     else:
         for name, digest in manifest["files"].items():
             path = folder / name
-            if path.is_symlink() or _sha256(path) != digest:
+            if path.is_symlink() or sha256_of(path) != digest:
                 problem = f"{name} changed since it was downloaded (sha256 differs)"
                 break
     if problem:
@@ -263,21 +274,36 @@ def _fetch(
     reference: str, target: _Target, folder: Path, downloads: Path, progress: bool
 ) -> Cached:
     base = Path(urllib.parse.urlsplit(target.url).path).name
-    suffixes = [""] if target.kind == "tar.gz" else [".index", ".data-00000-of-00001"]
-    files, sources = [], []
-    for suffix in suffixes:
-        dest = downloads / (base + suffix)
-        source, hint = _source(target.url + suffix)
-        sources.append(fetch_file(source, dest, progress, hint))
-        files.append(dest)
-    digest = _sha256(files[-1])
-    if target.sha256 is not None and digest != target.sha256:
-        shutil.rmtree(downloads, ignore_errors=True)
-        raise TfodError(
-            f"sha256 mismatch: expected {target.sha256}, got {digest}; the download was deleted. "
-            "A mirror or proxy may serve another file: check the URL and fetch again",
-            target.url,
-        )
+    parts = suffixes(target.kind)
+    expected = target.sha256 or _recorded(target.key)
+    sources = sources_of(target.url, target.sources)
+    failures: list[TfodError] = []
+    for source, hint in sources:
+        files = [downloads / (base + suffix) for suffix in parts]
+        try:
+            fetched = [
+                fetch_file(source + suffix, dest, progress, hint)
+                for suffix, dest in zip(parts, files, strict=True)
+            ]
+            digest = sha256_of(files[-1])
+            if expected is not None and digest != expected:
+                shutil.rmtree(downloads, ignore_errors=True)
+                raise TfodError(
+                    f"sha256 mismatch: expected {expected} ({_pinned_by(target)}), got {digest}; "
+                    "the download was deleted. This source serves another file than the one "
+                    "pinned: check the URL",
+                    source,
+                )
+        except TfodError as err:
+            failures.append(err)
+            if len(sources) > 1:
+                console.print(f"[yellow]{escape(str(err))}[/yellow]", soft_wrap=True)
+            continue
+        if failures:
+            console.print(f"{reference}: fetched from {source} (source {len(failures) + 1})")
+        break
+    else:
+        raise _unfetched(reference, target, failures)
     with atomic.atomic_directory(folder) as tmp:
         if target.kind == "tar.gz":
             extract(files[0], tmp, target.url, Limits.from_env(target.unpacked_bytes))
@@ -289,29 +315,88 @@ def _fetch(
         manifest: dict[str, Any] = {
             "reference": reference,
             "url": target.url,
-            "fetched_from": sources,
+            "fetched_from": fetched,
             "bytes": sum(p.stat().st_size for p in files),
             "sha256": digest,
             "date": now(),
             "checkpoint": str(prefix.relative_to(tmp)),
             "files": {
-                str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+                str(p.relative_to(tmp)): sha256_of(p) for p in sorted(tmp.rglob("*")) if p.is_file()
             },
         }
         atomic.write_json(tmp / MANIFEST, manifest)
-    shutil.rmtree(downloads, ignore_errors=True)
+    if expected is None:
+        _record(target.key, digest, fetched[-1])
+    kept = published_folder(target.key)
+    atomic.remove_directory(kept)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    downloads.replace(kept)  # the files as published: what `tfod zoo pack` serves to others
     return Cached(reference, folder / manifest["checkpoint"], manifest)
 
 
-def _source(url: str) -> tuple[str, str]:
-    """Where to fetch `url` from (itself, or the same relative path under $TFOD_ZOO_MIRROR), and
-    what to do if that cannot be reached."""
+def published_folder(key: str) -> Path:
+    """Where the files of cache entry `key` are kept as they were published (archive or
+    checkpoint files, byte for byte)."""
+    return cache_dir() / "published" / key
+
+
+def _record_path(key: str) -> Path:
+    return cache_dir() / "sha256" / f"{key}.json"
+
+
+def _recorded(key: str) -> str | None:
+    """The sha256 of the first bytes fetched for `key`, which every later source must match (a
+    forced fetch too); None before the first fetch."""
+    try:
+        digest = json.loads(_record_path(key).read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) and _SHA256.fullmatch(digest) else None
+
+
+def _record(key: str, digest: str, source: str) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache keeps the catalog's rules only
+        atomic.write_json(_record_path(key), {"sha256": digest, "source": source, "date": now()})
+
+
+def _pinned_by(target: _Target) -> str:
+    if target.sha256 is not None:
+        return "pinned by the catalog"
+    return (
+        "recorded at the first fetch; if the publisher replaced the file on purpose, delete "
+        f"{_record_path(target.key)}"
+    )
+
+
+def _unfetched(reference: str, target: _Target, failures: list[TfodError]) -> TfodError:
+    """One error for a file that no source gave: each source's failure on a line of its own, and
+    the ways out when a publisher refuses access."""
+    if len(failures) == 1:
+        message, path = failures[0].message, failures[0].path
+    else:
+        lines = "\n".join(f"  {err}" for err in failures)
+        message, path = f"no source gave it ({len(failures)} tried):\n{lines}", reference
+    if any(isinstance(err, AccessDenied) for err in failures):
+        relative = urllib.parse.urlsplit(target.url).path.lstrip("/")
+        message += (
+            f"\nWays out: a mirror holding {relative} ({MIRROR_ENV}=FOLDER or URL; "
+            f"`tfod zoo pack {_name(reference)}` on a machine that has it cached writes one), "
+            "or an ImageNet backbone start (the 'backbone' entries of `tfod zoo list`)"
+        )
+    return TfodError(message, path)
+
+
+def sources_of(url: str, published: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Where to fetch the file published at `url` from, in order, each with what to do if it
+    cannot be reached: $TFOD_ZOO_MIRROR alone when set (the same relative path), else the
+    catalog's sources."""
     mirror = os.environ.get(MIRROR_ENV)
     if not mirror:
-        return url, (
+        hint = (
             f"on a host without internet, copy the file and set {MIRROR_ENV} to the folder (or "
             "URL) holding it under the same relative path"
         )
+        return [(source, hint) for source in published]
     relative = urllib.parse.urlsplit(url).path.lstrip("/")
     hint = f"the mirror {MIRROR_ENV}={mirror} must hold {relative}"
     if "://" not in mirror:
@@ -322,8 +407,8 @@ def _source(url: str) -> tuple[str, str]:
                 "TFOD_ZOO_MIRROR_DIR in compose)",
                 mirror,
             )
-        return (folder / relative).resolve().as_uri(), hint
-    return mirror.rstrip("/") + "/" + relative, hint
+        return [((folder / relative).resolve().as_uri(), hint)]
+    return [(mirror.rstrip("/") + "/" + relative, hint)]
 
 
 def _checkpoint_prefix(folder: Path, url: str) -> Path:
@@ -358,7 +443,8 @@ def _check_readable(prefix: Path, url: str) -> None:
         ) from None
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):

@@ -7,6 +7,10 @@ architectures are those of the experiment YAMLs the checkpoints were trained wit
 `official/vision/configs/experiments/retinanet/coco_spinenet49_mobile_tpu.yaml`, ...). The
 archives' sha256 are not published: the first download records it in the cache manifest, and
 every later use checks against that record (a `sha256` here pins it for everyone).
+
+An entry may name other hosts serving the very same file (`mirrors`), tried in order after the
+publisher's URL when it refuses or fails; a team's own mirror (`tfod zoo pack`, $TFOD_ZOO_MIRROR)
+replaces them all.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ class ZooEntry:
         coco_ap: COCO box AP as published (or ImageNet top-1 for a backbone).
         restores: "detector" (backbone, decoder and head) or "backbone".
         url: where it is published (`gs://B/P` is served at https://storage.googleapis.com/B/P).
+            Its path is also where a mirror holds the file (`TFOD_ZOO_MIRROR/PATH`).
         kind: "tar.gz" (a folder holding ckpt-N.index and ckpt-N.data-*) or "prefix" (the URL of
             a checkpoint prefix: its .index and .data-00000-of-00001 are fetched).
         note: one line for `tfod zoo list`.
         sha256: the archive's sha256 when pinned; None: recorded on first download.
         unpacked_bytes: the checkpoint's size unpacked, when known: an archive unpacking to
             more than 1.1x this is refused.
+        mirrors: other URLs serving the same file, tried in order after `url`.
     """
 
     name: str
@@ -45,10 +51,21 @@ class ZooEntry:
     note: str = ""
     sha256: str | None = None
     unpacked_bytes: int | None = None
+    mirrors: tuple[str, ...] = ()
 
     @property
     def https_url(self) -> str:
         return https(self.url)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every URL serving the file, the publisher's first."""
+        return tuple(https(url) for url in (self.url, *self.mirrors))
+
+
+def suffixes(kind: str) -> list[str]:
+    """What is appended to an entry's URL to name each of its published files."""
+    return [""] if kind == "tar.gz" else [".index", ".data-00000-of-00001"]
 
 
 def https(url: str) -> str:

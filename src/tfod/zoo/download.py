@@ -26,6 +26,9 @@ CHUNK = 1 << 20
 MAX_REDIRECTS = 10
 TIMEOUT = 60  # seconds without a byte before a download counts as stalled
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)$")
+# Google Cloud Storage and S3 (and their clones) answer <Code>AccessDenied</Code> in XML, GCS's
+# JSON API "storage.objects.get access"; a bare 403 may be anything else (a proxy, a WAF).
+_ACCESS_DENIED = re.compile(r"AccessDenied|storage\.objects\.get access")
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -46,11 +49,15 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def opener() -> urllib.request.OpenerDirector:
+    """urllib's opener with tfod's redirect rules."""
+    return urllib.request.build_opener(_Redirects())
+
+
 def _open(source: str, have: int) -> Any:
     """The response to GET `source`, asking for the bytes from `have` on when `have` > 0."""
     headers = {"Range": f"bytes={have}-"} if have else {}
-    opener = urllib.request.build_opener(_Redirects())
-    return opener.open(urllib.request.Request(source, headers=headers), timeout=TIMEOUT)
+    return opener().open(urllib.request.Request(source, headers=headers), timeout=TIMEOUT)
 
 
 def _start(response: Any, have: int) -> tuple[int, int | None] | None:
@@ -116,7 +123,17 @@ def fetch_file(source: str, dest: Path, progress: bool, offline_hint: str) -> st
     raise TfodError("the server's answers to a resumed download disagree; giving up", source)
 
 
+class AccessDenied(TfodError):
+    """The host answered, and refuses to give this file to anonymous callers."""
+
+
 def _http_error(err: urllib.error.HTTPError, source: str) -> TfodError:
+    if is_access_denied(err):
+        return AccessDenied(
+            "HTTP 403 AccessDenied: the publisher refuses anonymous downloads of this file (the "
+            "host answered: not a network fault)",
+            source,
+        )
     if 300 <= err.code < 400:  # urllib gives up on a loop or a chain too long
         return TfodError(
             f"too many redirects (a loop, or more than {MAX_REDIRECTS}); last: HTTP {err.code} "
@@ -124,6 +141,17 @@ def _http_error(err: urllib.error.HTTPError, source: str) -> TfodError:
             source,
         )
     return TfodError(f"download failed: HTTP {err.code} {err.reason}", source)
+
+
+def is_access_denied(err: urllib.error.HTTPError) -> bool:
+    """Is `err` a storage host's refusal to serve anonymous callers (it says so in its body)?"""
+    if err.code != 403:
+        return False
+    try:
+        body = err.read(65536).decode(errors="replace")
+    except (OSError, http.client.HTTPException):
+        return False
+    return bool(_ACCESS_DENIED.search(body))
 
 
 def _copy(
