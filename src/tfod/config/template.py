@@ -182,9 +182,12 @@ def write_template(
         entry = get_entry(pretrained)
         preset = entry.preset
         modules, why = init_modules_for(entry, len(load_summary(data).get("classes", [])))
+        score = f"ImageNet top-1 {entry.coco_ap}" if entry.restores == "backbone" else (
+            f"COCO AP {entry.coco_ap}"
+        )  # fmt: skip
         fields.update(
             init_checkpoint=f"zoo:{entry.name}",
-            init_comment=f"  # COCO AP {entry.coco_ap}; downloaded once into the cache",
+            init_comment=f"  # {score}; downloaded once into the cache",
             init_modules=modules,
             modules_comment=f"  # {why}",
             recipe=RECIPE,

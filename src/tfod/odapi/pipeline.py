@@ -571,9 +571,10 @@ def _nearest(family: tuple[str, ...], size: int | None, qat: bool, fine_tune: bo
     from tfod.zoo.catalog import ZOO
 
     candidates = list(family)
+    coco_trained = {e.preset for e in ZOO.values() if e.restores == "detector"}
     for wanted in (
         [p for p in candidates if p in qat_presets()] if qat else candidates,
-        [p for p in candidates if any(e.preset == p for e in ZOO.values())] if fine_tune else None,
+        [p for p in candidates if p in coco_trained] if fine_tune else None,
     ):
         if wanted:
             candidates = wanted

@@ -5,9 +5,10 @@ local checkpoint prefix. Layout under the cache folder ($TFOD_CACHE, default ~/.
 
     downloads/KEY/FILE.partial   an interrupted download; the next fetch resumes it (HTTP Range)
     published/KEY/FILE           the file(s) as published, once fetched (what `zoo pack` copies)
-    zoo/KEY/                     the extracted checkpoint and manifest.json (url, the URL it was
-                                 fetched from, bytes, sha256, date, the checkpoint prefix, every
-                                 file's sha256); DAMAGED beside it once a use found it damaged
+    zoo/KEY/                     the extracted (Keras weights: converted) checkpoint and
+                                 manifest.json (url, the URL it was fetched from, bytes, sha256,
+                                 date, the checkpoint prefix, every file's sha256); DAMAGED
+                                 beside it once a use found it damaged
     locks/KEY.lock               held while KEY is fetched: a second fetch of it waits
     sha256/KEY.json              the sha256 of the first bytes fetched for KEY: every later
                                  fetch, from any source, must give the same (a catalog pin wins)
@@ -42,7 +43,7 @@ from tfod.console import console
 from tfod.errors import TfodError, describe
 from tfod.runs.rundir import now
 from tfod.zoo.archive import Limits, extract
-from tfod.zoo.catalog import get_entry, https, suffixes
+from tfod.zoo.catalog import ZOO, get_entry, https, suffixes
 from tfod.zoo.download import AccessDenied, fetch_file
 
 CACHE_ENV = "TFOD_CACHE"
@@ -76,9 +77,10 @@ class _Target:
     key: str  # the cache folder's name
     url: str  # the publisher's https URL; its path is where a mirror holds the file
     sources: tuple[str, ...]  # every URL serving the file, tried in order (`url` first)
-    kind: str  # "tar.gz" or "prefix"
+    kind: str  # "tar.gz", "prefix" or "keras-h5"
     sha256: str | None  # pinned by the catalog
     unpacked_bytes: int | None  # known by the catalog
+    keras: tuple[str, float] | None = None  # the network a "keras-h5" file holds
 
 
 def _target(reference: str) -> _Target:
@@ -86,7 +88,7 @@ def _target(reference: str) -> _Target:
         entry = get_entry(reference[len("zoo:") :])
         return _Target(
             entry.name, entry.https_url, entry.sources, entry.kind, entry.sha256,
-            entry.unpacked_bytes,
+            entry.unpacked_bytes, entry.keras,
         )  # fmt: skip
     url = https(reference)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
@@ -307,6 +309,10 @@ def _fetch(
     with atomic.atomic_directory(folder) as tmp:
         if target.kind == "tar.gz":
             extract(files[0], tmp, target.url, Limits.from_env(target.unpacked_bytes))
+        elif target.keras is not None:
+            from tfod.zoo.keras_weights import convert
+
+            convert(files[0], *target.keras, tmp)
         else:
             for path in files:
                 shutil.copy2(path, tmp / path.name)
@@ -381,9 +387,24 @@ def _unfetched(reference: str, target: _Target, failures: list[TfodError]) -> Tf
         message += (
             f"\nWays out: a mirror holding {relative} ({MIRROR_ENV}=FOLDER or URL; "
             f"`tfod zoo pack {_name(reference)}` on a machine that has it cached writes one), "
-            "or an ImageNet backbone start (the 'backbone' entries of `tfod zoo list`)"
+            f"or an ImageNet backbone start from another publisher ({_other_publishers(target)})"
         )
     return TfodError(message, path)
+
+
+def _other_publishers(target: _Target) -> str:
+    """The backbone entries published in another bucket than `target`, as `tfod init` lines."""
+
+    def bucket(url: str) -> tuple[str, str]:
+        parts = urllib.parse.urlsplit(url)
+        return parts.netloc, parts.path.lstrip("/").split("/", 1)[0]
+
+    names = [
+        f"`tfod init --pretrained {entry.name}`"
+        for entry in ZOO.values()
+        if entry.restores == "backbone" and bucket(entry.https_url) != bucket(target.url)
+    ]
+    return ", ".join(names) or "the 'backbone' entries of `tfod zoo list`"
 
 
 def sources_of(url: str, published: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from tfod.errors import TfodError
 
 GCS = "https://storage.googleapis.com/"
+KERAS = GCS + "tensorflow/keras-applications/"  # Keras Applications' own bucket
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,16 @@ class ZooEntry:
         restores: "detector" (backbone, decoder and head) or "backbone".
         url: where it is published (`gs://B/P` is served at https://storage.googleapis.com/B/P).
             Its path is also where a mirror holds the file (`TFOD_ZOO_MIRROR/PATH`).
-        kind: "tar.gz" (a folder holding ckpt-N.index and ckpt-N.data-*) or "prefix" (the URL of
-            a checkpoint prefix: its .index and .data-00000-of-00001 are fetched).
+        kind: "tar.gz" (a folder holding ckpt-N.index and ckpt-N.data-*), "prefix" (the URL of
+            a checkpoint prefix: its .index and .data-00000-of-00001 are fetched) or "keras-h5"
+            (Keras Applications' weights of the network `keras` names, converted into Model
+            Garden's backbone once fetched: `tfod.zoo.keras_weights`).
         note: one line for `tfod zoo list`.
         sha256: the archive's sha256 when pinned; None: recorded on first download.
         unpacked_bytes: the checkpoint's size unpacked, when known: an archive unpacking to
             more than 1.1x this is refused.
         mirrors: other URLs serving the same file, tried in order after `url`.
+        keras: for a "keras-h5" entry, the Keras Applications network and its width.
     """
 
     name: str
@@ -52,6 +56,7 @@ class ZooEntry:
     sha256: str | None = None
     unpacked_bytes: int | None = None
     mirrors: tuple[str, ...] = ()
+    keras: tuple[str, float] | None = None
 
     @property
     def https_url(self) -> str:
@@ -65,7 +70,7 @@ class ZooEntry:
 
 def suffixes(kind: str) -> list[str]:
     """What is appended to an entry's URL to name each of its published files."""
-    return [""] if kind == "tar.gz" else [".index", ".data-00000-of-00001"]
+    return [".index", ".data-00000-of-00001"] if kind == "prefix" else [""]
 
 
 def https(url: str) -> str:
@@ -100,6 +105,13 @@ ZOO = {
             "resnet50-imagenet", "retinanet-resnet50-fpn-640", 76.0, "backbone",
             "gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080", kind="prefix",
             note="ImageNet backbone only (top-1 76+); decoder and head start random",
+        ),
+        ZooEntry(
+            "mobilenetv2-imagenet-keras", "retinanet-mobilenetv2-256", 71.3, "backbone",
+            KERAS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+            kind="keras-h5", keras=("MobileNetV2", 1.0),
+            note="ImageNet backbone from Keras Applications (another publisher and bucket); "
+            "fits every MobileNetV2 preset",
         ),
     ]
 }  # fmt: skip
