@@ -713,6 +713,46 @@ def zoo_get(
         console.print(f"Fetched from {escape(', '.join(fetched_from))}")
 
 
+@zoo_app.command("add")
+def zoo_add(
+    name: Annotated[str, typer.Argument(help="A zoo entry (`tfod zoo list`).")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="A path or URL holding the entry's file(s) as published: the .tar.gz or .h5, or "
+            "the checkpoint prefix (PREFIX.index and PREFIX.data-* beside it).",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Cache an entry from a copy you have (a colleague's, a mirror of your own) when its publisher
+    cannot serve it: checked as a download is (the sha256 pinned or recorded, a checkpoint that
+    reads back whole), then restored into the entry's preset. `tfod zoo pack` can serve it on."""
+    from tfod.train.finetune import check_fits
+    from tfod.train.report import print_restore
+    from tfod.zoo.cache import fetch
+    from tfod.zoo.catalog import get_entry
+
+    entry = get_entry(name)
+    reports = []
+
+    def fits(prefix: Path) -> None:
+        try:
+            reports.append(check_fits(str(prefix), entry.preset, entry.restores))
+        except TfodError as err:
+            raise TfodError(f"{err.message}; nothing was cached", source) from None
+
+    added = fetch(f"zoo:{name}", source=source, check=fits)
+    heading = f"Restored into {entry.preset} (with COCO's classes), as a fine-tune would:"
+    print_restore(console, {"checkpoint": str(added.prefix), "report": reports[0]}, heading)
+    console.print(
+        f"Cached zoo:{escape(name)} from {escape(source)} "
+        f"({added.manifest['bytes'] / 1e6:.1f} MB, sha256 {added.manifest['sha256']}): "
+        f"it fits {entry.preset}; `tfod init --pretrained {name}` starts from it."
+    )
+
+
 @zoo_app.command("pack")
 def zoo_pack(
     names: Annotated[list[str], typer.Argument(help="Cached zoo entries (`tfod zoo list`).")],

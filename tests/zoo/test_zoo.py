@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -50,17 +51,21 @@ def pretrained_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def published(pretrained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding RELATIVE: the run's checkpoint packed as Model Garden packs its own."""
     root = tmp_path_factory.mktemp("bucket")
+    _pack_like_model_garden(pretrained_run / "ckpt-2", root / RELATIVE)
+    return root
+
+
+def _pack_like_model_garden(prefix: Path, archive: Path) -> None:
+    """The checkpoint at `prefix` in a .tar.gz laid out as Model Garden's."""
     folder = Path(RELATIVE).name.removesuffix(".tar.gz")
-    archive = root / RELATIVE
-    archive.parent.mkdir(parents=True)
+    archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:gz") as tar:
         for part in ("index", "data-00000-of-00001"):
-            tar.add(pretrained_run / f"ckpt-2.{part}", f"{folder}/ckpt-277200.{part}")
+            tar.add(f"{prefix}.{part}", f"{folder}/ckpt-277200.{part}")
         state = b'model_checkpoint_path: "ckpt-277200"\nall_model_checkpoint_paths: "ckpt-277200"\n'
         info = tarfile.TarInfo(f"{folder}/checkpoint")
         info.size = len(state)
         tar.addfile(info, io.BytesIO(state))
-    return root
 
 
 @pytest.fixture
@@ -352,6 +357,45 @@ def test_zoo_pack_names_an_entry_that_is_not_cached(
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
+def test_zoo_add_caches_a_copy_once_it_restores_into_the_preset(
+    published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The publisher unreachable, a colleague's copy of the archive: cached as the entry, with
+    the restore report (the copy's head is for 3 classes, not COCO's: re-initialised), then used
+    with no network call and served on by `zoo pack`."""
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFOD_ZOO_MIRROR", "http://127.0.0.1:9")  # the discard port: refused
+    copy = tmp_path / "from-a-colleague.tar.gz"
+    shutil.copyfile(published / RELATIVE, copy)
+    code, output = run_tfod(["zoo", "add", NAME, "--from", str(copy)], capfd)
+    assert code == 0, output
+    assert f"Restored into {ENTRY.preset} (with COCO's classes)" in output
+    assert "re-initialised" in output and f"Cached zoo:{NAME} from {copy}" in output
+    found = fetch(f"zoo:{NAME}", progress=False)
+    assert found.manifest["sha256"] == _sha256(copy)
+    assert found.manifest["fetched_from"] == [copy.resolve().as_uri()]
+    code, output = run_tfod(["zoo", "pack", NAME, "--out", str(tmp_path / "mirror")], capfd)
+    assert code == 0 and _sha256(tmp_path / "mirror" / RELATIVE) == _sha256(copy), output
+
+
+@pytest.mark.slow
+def test_zoo_add_refuses_a_checkpoint_of_another_model_and_caches_nothing(
+    smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
+    other = tmp_path / "other.tar.gz"
+    _pack_like_model_garden(smoke_run / "ckpt-4", other)
+    code, output = run_tfod(["zoo", "add", NAME, "--from", str(other)], capfd)
+    assert code == 1 and "Traceback" not in output, output
+    assert "does not fit this preset's backbone" in output and "nothing was cached" in output
+    assert _cache_is_clean() and not (cache_dir() / "sha256").exists()
+    code, output = run_tfod(["zoo", "add", NAME, "--from", str(tmp_path / "missing.tar.gz")], capfd)
+    assert code == 1 and "missing.tar.gz" in output and "Traceback" not in output, output
+
+
 def test_a_local_mirror_folder_serves_air_gapped_hosts(
     published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -411,8 +455,7 @@ def test_init_pretrained_then_train_fine_tunes_with_backbone_and_decoder_restore
     # Exactly: a model restored as the trainer does holds the pretrained run's values.
     experiment = load_experiment(RunDir(runs / "pets"))
     model = TfodRetinaNetTask(experiment.task).build_model()
-    anchor = experiment.task.model.anchor
-    classifier = experiment.task.model.num_classes * anchor.num_scales * len(anchor.aspect_ratios)
+    classifier = finetune.classifier_size(experiment.task)
     plan = finetune.plan_restore(f"zoo:{NAME}", ["backbone", "decoder"], classifier)
     finetune.restore(model, plan)
     source = load_experiment(RunDir(pretrained_run))

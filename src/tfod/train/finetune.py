@@ -133,6 +133,39 @@ def plan_restore(
     return RestorePlan(path, prefix, tuple(present), skipped_head)
 
 
+def classifier_size(task_config: Any) -> int:
+    """Outputs per location of the classifier of the model `task_config` builds."""
+    anchor = task_config.model.anchor
+    return int(task_config.model.num_classes * anchor.num_scales * len(anchor.aspect_ratios))
+
+
+def check_fits(checkpoint: str, preset: str, restores: str) -> dict[str, dict[str, Any]]:
+    """Restore `checkpoint` into a model of `preset` with COCO's classes, as a fine-tune from it
+    would: the backbone, and for a "detector" checkpoint the decoder and head too (a head for
+    another number of classes is re-initialised).
+
+    Returns:
+        The restore report.
+
+    Raises:
+        TfodError: a module is missing from the checkpoint or does not fit the preset's.
+    """
+    from tfod.config.experiment import build_experiment, make_plan
+    from tfod.config.schema import TfodConfig
+    from tfod.config.template import COCO_CLASSES
+    from tfod.train.task import TfodRetinaNetTask
+
+    config = TfodConfig.model_validate(
+        {"name": "zoo-add", "data": {"dir": "."}, "model": {"preset": preset}}
+    )
+    summary = {"classes": [{"id": i} for i in range(1, COCO_CLASSES + 1)], "splits": {}}
+    experiment = build_experiment(config, make_plan(config, summary, batch_size=8, steps=1000))
+    model = TfodRetinaNetTask(experiment.task).build_model()
+    modules = list(MODULES_ALL) if restores == "detector" else ["backbone"]
+    plan = plan_restore(checkpoint, modules, classifier_size(experiment.task))
+    return restore(model, plan)
+
+
 def restore(model: Any, plan: RestorePlan) -> dict[str, dict[str, Any]]:
     """Restore `plan.modules` of `model` from the checkpoint, every variable of them or none.
 

@@ -43,11 +43,12 @@ def print_batch_choice(console: Console, choice: Choice) -> None:
     )
 
 
-def print_restore(console: Console, restored: dict[str, Any]) -> None:
-    """Per module: variables, restored / re-initialised / random, and why."""
+def print_restore(console: Console, restored: dict[str, Any], heading: str | None = None) -> None:
+    """Per module: variables, restored / re-initialised / random, and why, under `heading`
+    (default: where the run started from)."""
     source = restored.get("source", {})
     origin = source.get("reference") or restored["checkpoint"]
-    console.print(f"Started from {escape(str(origin))}:")
+    console.print(heading or f"Started from {escape(str(origin))}:")
     table = Table()
     for column in ("module", "variables", "action", "why"):
         table.add_column(column, justify="right" if column == "variables" else "left")

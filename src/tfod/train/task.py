@@ -135,10 +135,8 @@ class TfodRetinaNetTask(retinanet.RetinaNetTask):  # type: ignore[misc]
         config = self.task_config
         if not config.init_checkpoint:
             return
-        anchor = config.model.anchor
-        classifier = config.model.num_classes * anchor.num_scales * len(anchor.aspect_ratios)
         plan = finetune.plan_restore(
-            config.init_checkpoint, config.init_checkpoint_modules, classifier
+            config.init_checkpoint, config.init_checkpoint_modules, finetune.classifier_size(config)
         )
         report = finetune.restore(model, plan)
         self.restored = {

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -236,13 +237,23 @@ def damaged_advice(checkpoint: str, why: str) -> str | None:
     )
 
 
-def fetch(reference: str, progress: bool = True, force: bool = False) -> Cached:
+def fetch(
+    reference: str,
+    progress: bool = True,
+    force: bool = False,
+    source: str | None = None,
+    check: Callable[[Path], None] | None = None,
+) -> Cached:
     """The checkpoint of a zoo name (`zoo:NAME`) or URL, downloaded and extracted if not cached.
 
     One process fetches an entry at a time; another one asking for it waits, then uses it.
 
     Args:
         force: fetch again even if cached (a damaged entry is replaced).
+        source: a path or URL holding the published file(s) (`tfod zoo add`): fetched from there
+            alone, whether cached or not, with every check a download gets.
+        check: called with the checkpoint prefix before anything is cached or recorded; a
+            TfodError from it leaves the cache as it was.
 
     Raises:
         TfodError: unknown name, HTTP error, unreachable host, corrupt, truncated, unsafe or
@@ -251,8 +262,10 @@ def fetch(reference: str, progress: bool = True, force: bool = False) -> Cached:
             no partial entry in the cache (an interrupted download is kept to resume).
     """
     target = _target(reference)
+    force = force or source is not None
     if not force and (found := cached(reference)) is not None:
         return found
+    sources = sources_of(target.url, target.sources) if source is None else [_given(source)]
 
     def wait(holder: str) -> None:
         console.print(f"Waiting for another tfod process ({holder}), which is fetching {reference}")
@@ -265,7 +278,7 @@ def fetch(reference: str, progress: bool = True, force: bool = False) -> Cached:
             return found  # fetched by the process we waited for
         downloads = cache_dir() / "downloads" / target.key
         try:
-            return _fetch(reference, target, folder, downloads, progress)
+            return _fetch(reference, target, sources, folder, downloads, progress, check)
         finally:
             for empty in (downloads, downloads.parent):
                 if empty.is_dir() and not any(empty.iterdir()):
@@ -273,12 +286,17 @@ def fetch(reference: str, progress: bool = True, force: bool = False) -> Cached:
 
 
 def _fetch(
-    reference: str, target: _Target, folder: Path, downloads: Path, progress: bool
+    reference: str,
+    target: _Target,
+    sources: list[tuple[str, str]],
+    folder: Path,
+    downloads: Path,
+    progress: bool,
+    check: Callable[[Path], None] | None,
 ) -> Cached:
     base = Path(urllib.parse.urlsplit(target.url).path).name
     parts = suffixes(target.kind)
     expected = target.sha256 or _recorded(target.key)
-    sources = sources_of(target.url, target.sources)
     failures: list[TfodError] = []
     for source, hint in sources:
         files = [downloads / (base + suffix) for suffix in parts]
@@ -318,6 +336,8 @@ def _fetch(
                 shutil.copy2(path, tmp / path.name)
         prefix = _checkpoint_prefix(tmp, target.url)
         _check_readable(prefix, target.url)
+        if check is not None:
+            check(prefix)
         manifest: dict[str, Any] = {
             "reference": reference,
             "url": target.url,
@@ -390,6 +410,12 @@ def _unfetched(reference: str, target: _Target, failures: list[TfodError]) -> Tf
             f"or an ImageNet backbone start from another publisher ({_other_publishers(target)})"
         )
     return TfodError(message, path)
+
+
+def _given(source: str) -> tuple[str, str]:
+    """A path or URL given for an entry's published file(s), as a source, with what to check."""
+    url = source if "://" in source else Path(source).expanduser().resolve().as_uri()
+    return url, "check the path or URL given: it must hold the file(s) as published"
 
 
 def _other_publishers(target: _Target) -> str:
