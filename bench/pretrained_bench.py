@@ -1,16 +1,22 @@
 """What a pretrained start is worth: fine-tuning from a zoo entry vs. training from scratch.
 
-Usage: python bench/pretrained_bench.py [--pretrain-steps 400] [--steps 150] [--images 64]
+Usage: python bench/pretrained_bench.py [--pretrain-steps 400] [--imagenet-steps 300]
+       [--steps 150] [--images 64]
 
 1. "COCO" stand-in: `retinanet-mobilenetv2-ssd-256` (the layout of Model Garden's published
    MobileNetV2 checkpoint) trained on the demo shapes (circle, square, triangle; 160 images).
 2. Its checkpoint is packed exactly like Model Garden's tarball and served through
    $TFOD_ZOO_MIRROR (a local folder), so the fine-tune goes through the real user path:
    `tfod init --pretrained retinanet-mobilenetv2-256-coco`, the download, the cache, the restore.
-3. Another generated dataset with other classes (round vs. angular: 2 classes, a new head) and
-   few images, trained the same number of steps twice: fine-tuned from (2) with `tfod init
-   --pretrained`'s recipe, and from scratch with the demo's recipe. AP at every evaluation, side
-   by side, with the ratio.
+3. "ImageNet" stand-in: Keras's own MobileNetV2 (`tf_keras.applications`, as Keras Applications
+   trains it: pixels scaled to -1..1) trained to classify single demo shapes, its weights saved
+   without the top as Keras publishes them and served at Keras's path through the same mirror,
+   so the backbone start goes through `tfod init --pretrained mobilenetv2-imagenet-keras`, the
+   download and the conversion into Model Garden's backbone.
+4. Another generated dataset with other classes (round vs. angular: 2 classes, a new head) and
+   few images, trained the same number of steps three times on the same preset: from scratch
+   with the demo's recipe, fine-tuned from (2) and from the backbone of (3) with `tfod init
+   --pretrained`'s recipes. AP at every evaluation, side by side, with the ratios to scratch.
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from rich.table import Table
 from tfod.config.schema import load_config
 from tfod.config.template import write_template
 from tfod.data.convert import ConvertOptions, convert
-from tfod.data.demo import CLASSES, make_demo, write_scenes
+from tfod.data.demo import CLASSES, Scenes, draw_scene, make_demo, write_scenes
 from tfod.runs.rundir import RunDir
 from tfod.train.demo import DEMO_LEARNING_RATE
 from tfod.train.trainer import train
 from tfod.zoo.catalog import GCS, ZOO
 
 ENTRY = ZOO["retinanet-mobilenetv2-256-coco"]
+KERAS_ENTRY = ZOO["mobilenetv2-imagenet-keras"]
+STARTS = {"scratch": None, "COCO detector": ENTRY.name, "ImageNet backbone": KERAS_ENTRY.name}
 ROUNDNESS = {"circle": "round", "square": "angular", "triangle": "angular"}
 
 
@@ -61,13 +69,55 @@ def publish(run: Path, mirror: Path) -> None:
             tar.add(f"{prefix}.{part}", f"{folder}/ckpt-277200.{part}")
 
 
+def publish_keras_backbone(mirror: Path, steps: int, seed: int = 3) -> float:
+    """Train Keras's MobileNetV2 to name the one demo shape in a 96 px picture, `steps` steps of
+    32, and save its weights without the top where Keras Applications publishes them.
+
+    Returns:
+        Its accuracy on 256 new pictures.
+    """
+    import tf_keras
+
+    from tfod.zoo.keras_weights import networks
+
+    scenes = Scenes(size=96, objects=(1, 2), sides=(36, 72))
+    rng = np.random.default_rng(seed)
+
+    def batch(n: int) -> tuple[np.ndarray, np.ndarray]:
+        pictures, labels = [], []
+        while len(pictures) < n:
+            picture, objects = draw_scene(rng, scenes)
+            if objects:
+                pictures.append(np.asarray(picture, np.float32) / 127.5 - 1)
+                labels.append(CLASSES.index(objects[0][0]))
+        return np.stack(pictures), np.asarray(labels)
+
+    assert KERAS_ENTRY.keras is not None
+    backbone, _ = networks(*KERAS_ENTRY.keras)
+    pooled = tf_keras.layers.GlobalAveragePooling2D()(backbone.output)
+    classifier = tf_keras.Model(
+        backbone.input, tf_keras.layers.Dense(len(CLASSES), activation="softmax")(pooled)
+    )
+    classifier.compile(
+        tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    for _ in range(steps):
+        classifier.train_on_batch(*batch(32))
+    accuracy = float(classifier.evaluate(*batch(256), verbose=0)[1])
+    weights = mirror / KERAS_ENTRY.url.removeprefix(GCS)
+    weights.parent.mkdir(parents=True)
+    backbone.save_weights(str(weights))
+    return accuracy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrain-steps", type=int, default=400)
+    parser.add_argument("--imagenet-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--images", type=int, default=64)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=160)
     every = max(10, args.steps // 3)
     with tempfile.TemporaryDirectory(prefix="tfod-pretrained-bench-") as tmp:
         root = Path(tmp)
@@ -84,55 +134,51 @@ def main() -> None:
         pretrained = train(coco, root / "runs", progress=False)
         publish(pretrained.run.path, root / "mirror")
         pretrain_minutes = (time.perf_counter() - started) / 60
+        clock = time.perf_counter()
+        accuracy = publish_keras_backbone(root / "mirror", args.imagenet_steps)
+        imagenet_minutes = (time.perf_counter() - clock) / 60
 
         data = other_dataset(root, args.images, seed=7)
         results = {}
-        for start in ("scratch", "pretrained"):
-            path = root / f"{start}.yaml"
-            write_template(
-                path,
-                data,
-                ENTRY.preset,
-                start,
-                False,
-                ENTRY.name if start == "pretrained" else None,
-            )
+        for start, entry in STARTS.items():
+            path = root / f"{start.split()[0]}.yaml"
+            write_template(path, data, ENTRY.preset, start.split()[0], False, entry)
             config = load_config(path)
             train_section = {**config.train.model_dump(), "steps": args.steps, "batch_size": 8}
-            if start == "scratch":
+            if entry is None:
                 train_section["learning_rate"] = DEMO_LEARNING_RATE  # the demo's tuned recipe
             config = config.model_validate(
-                {**config.model_dump(), "train": train_section, "eval": {"every_steps": every}}
-            )
+                {**config.model_dump(), "train": train_section, "eval": {"every_steps": every},
+                 "model": {**config.model.model_dump(), "preset": ENTRY.preset}}
+            )  # fmt: skip
             clock = time.perf_counter()
             result = train(config, root / "runs", progress=False)
             results[start] = (RunDir(result.run.path).metrics(), (time.perf_counter() - clock) / 60)
 
     table = Table(
-        title=f"Fine-tuning vs. from scratch: {args.images} images of 2 new classes, "
-        f"{os.cpu_count()} cores (pretrained on {len(CLASSES)} other classes, "
-        f"{args.pretrain_steps} steps, {pretrain_minutes:.1f} min)"
+        title=f"Pretrained starts vs. from scratch: {args.images} images of 2 new classes, "
+        f"{ENTRY.preset}, {os.cpu_count()} cores. COCO stand-in: {len(CLASSES)} other classes, "
+        f"{args.pretrain_steps} steps, {pretrain_minutes:.1f} min; ImageNet stand-in: Keras "
+        f"MobileNetV2 classifying them, {args.imagenet_steps} steps, {imagenet_minutes:.1f} min, "
+        f"accuracy {accuracy:.2f}"
     )
-    for column in (
-        "step",
-        "scratch AP",
-        "pretrained AP",
-        "ratio",
-        "scratch AP50",
-        "pretrained AP50",
-        "ratio ",
-    ):
-        table.add_column(column, justify="right")
-    scratch, fine = results["scratch"][0], results["pretrained"][0]
-    for a, b in zip(scratch, fine, strict=False):
-        ma, mb = a["metrics"], b["metrics"]
-        table.add_row(
-            str(a["step"]), f"{ma['AP']:.3f}", f"{mb['AP']:.3f}", _ratio(mb["AP"], ma["AP"]),
-            f"{ma['AP50']:.3f}", f"{mb['AP50']:.3f}", _ratio(mb["AP50"], ma["AP50"]),
-        )  # fmt: skip
-    table.add_row(
-        "minutes", f"{results['scratch'][1]:.1f}", f"{results['pretrained'][1]:.1f}", "", "", "", ""
-    )
+    table.add_column("step", justify="right")
+    for metric in ("AP", "AP50"):
+        for start in STARTS:
+            table.add_column(f"{start} {metric}", justify="right")
+    runs = [metrics for metrics, _ in results.values()]
+    for evaluations in zip(*runs, strict=False):
+        cells = [str(evaluations[0]["step"])]
+        for metric in ("AP", "AP50"):
+            scratch = evaluations[0]["metrics"][metric]
+            cells.append(f"{scratch:.3f}")
+            cells += [
+                f"{e['metrics'][metric]:.3f} ({_ratio(e['metrics'][metric], scratch)})"
+                for e in evaluations[1:]
+            ]
+        table.add_row(*cells)
+    minutes = [f"{m:.1f}" for _, m in results.values()]
+    table.add_row("minutes", *minutes, *[""] * len(minutes))
     console.print(table)
 
 
