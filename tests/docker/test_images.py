@@ -278,19 +278,20 @@ def _service(client: Any, project: str, service: str) -> str:
     return str(container.id)
 
 
-MIRROR_TARBALL = (
-    "/mirror/tf_model_garden/vision/qat/mobilenetv2_ssd_coco/mobilenetv2_ssd_i256_ckpt.tar.gz"
-)
-# A tarball laid out like Model Garden's published one, from a run of the matching preset.
+# A tarball laid out like Model Garden's published one, from a run of the matching preset, given
+# to `tfod zoo add` (as a colleague's copy is) and written to /mirror by `tfod zoo pack`.
 MAKE_PUBLISHED = (
     "set -e; tfod data demo --out /tmp/pets --n 16; "
     "tfod init --data /tmp/pets --out /tmp/coco.yaml --name coco "
     "--preset retinanet-mobilenetv2-ssd-256; "
     "tfod train /tmp/coco.yaml --runs-dir /tmp/runs --steps 2 --batch-size 2 --no-eval; "
-    "mkdir -p /tmp/pack/mobilenetv2_ssd_i256_ckpt $(dirname " + MIRROR_TARBALL + "); "
+    "mkdir -p /tmp/pack/mobilenetv2_ssd_i256_ckpt; "
     "for part in index data-00000-of-00001; do cp /tmp/runs/coco/ckpt-2.$part "
     "/tmp/pack/mobilenetv2_ssd_i256_ckpt/ckpt-277200.$part; done; "
-    "tar -czf " + MIRROR_TARBALL + " -C /tmp/pack mobilenetv2_ssd_i256_ckpt; "
+    "tar -czf /tmp/copy.tar.gz -C /tmp/pack mobilenetv2_ssd_i256_ckpt; "
+    "export TFOD_CACHE=/tmp/cache; "
+    "tfod zoo add retinanet-mobilenetv2-256-coco --from /tmp/copy.tar.gz; "
+    "tfod zoo pack retinanet-mobilenetv2-256-coco --out /mirror; "
     "chmod -R a+rX /mirror"
 )
 
@@ -299,8 +300,8 @@ def test_compose_reruns_with_other_settings_and_fine_tunes_from_a_mirror_folder(
     client: Any,
 ) -> None:
     """On the volumes of a first `up`: more TFOD_DEMO_STEPS resume the run, a new TFOD_RUN trains
-    a new one (no `down -v`), and TFOD_ZOO_MIRROR_DIR (a host folder) serves a fine-tune whose
-    checkpoint lands in the cache volume the exporter shares."""
+    a new one (no `down -v`), and TFOD_ZOO_MIRROR_DIR (a host folder `tfod zoo pack` wrote)
+    serves a fine-tune whose checkpoint lands in the cache volume the exporter shares."""
     project = f"tfodre{uuid.uuid4().hex[:6]}"
     mirror = Path(tempfile.mkdtemp(prefix="tfod-mirror-"))
     mirror.chmod(0o755)  # read by the containers' non-root user

@@ -201,8 +201,8 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
             # Model Garden's default NMS, v2, is padded for TPUs: it suppresses each class's 5000
             # best boxes whatever their scores, so an evaluation costs more the more classes there
             # are. TensorFlow's own kernel (`batched`) keeps the same boxes (tests/evaluate) and
-            # evaluated 15x faster on a CPU (12 classes: 3.2 s, not 48.6 s; README), time that
-            # a timed run spends on training.
+            # evaluates many times faster on a CPU (docs/benchmarks.md), time that a timed run
+            # spends on training.
             "detection_generator": {"nms_version": "batched"},
         },
     )
