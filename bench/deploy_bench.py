@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
     parser.add_argument("--calibration-images", type=int, default=200)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=200)  # the verification table is wide; a log is no terminal
     run = RunDir(args.run)
     if not run.exists() or run.read().get("status") != "finished":
         console.print(f"No finished demo run at {args.run}: training it first.")
