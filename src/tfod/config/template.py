@@ -66,9 +66,9 @@ RECIPE = f"""\
 #     scratch: learning_rate is {FINE_TUNE_LR_FACTOR:g}x the preset's linear-scaling rule at this batch.
 #   warmup_steps and norm_momentum: auto, fitted to the run length; the new head's batch-norm
 #     statistics start from nothing (momentum 0.99 keeps them stale for hundreds of steps).
-#   Measured (`nox -s bench -- pretrained`: 64 images of 2 new classes, 150 steps): this recipe
-#     AP 0.74, from scratch 0.29. With 0.5x or 1x the rule, a 100-step warmup and momentum 0.99
-#     the new head stayed below the score threshold: AP 0.0.
+#   What it is worth against training from scratch: tfod's docs/benchmarks.md ("Pretrained
+#     starts"). With 0.5x or 1x the rule, a 100-step warmup and momentum 0.99 the new head
+#     stayed below the score threshold: AP 0.0.
 """
 
 
