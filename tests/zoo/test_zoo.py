@@ -359,12 +359,13 @@ def test_zoo_pack_names_an_entry_that_is_not_cached(
 
 @pytest.mark.slow
 def test_zoo_add_caches_a_copy_once_it_restores_into_the_preset(
-    published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    published: Path, smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     """The publisher unreachable, a colleague's copy of the archive: cached as the entry, with
     the restore report (the copy's head is for 3 classes, not COCO's: re-initialised), then used
-    with no network call and served on by `zoo pack`."""
+    with no network call and served on by `zoo pack`; a later copy of other bytes is refused and
+    the cached entry stays."""
     monkeypatch.setenv("TFOD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TFOD_ZOO_MIRROR", "http://127.0.0.1:9")  # the discard port: refused
     copy = tmp_path / "from-a-colleague.tar.gz"
@@ -378,6 +379,12 @@ def test_zoo_add_caches_a_copy_once_it_restores_into_the_preset(
     assert found.manifest["fetched_from"] == [copy.resolve().as_uri()]
     code, output = run_tfod(["zoo", "pack", NAME, "--out", str(tmp_path / "mirror")], capfd)
     assert code == 0 and _sha256(tmp_path / "mirror" / RELATIVE) == _sha256(copy), output
+
+    other = tmp_path / "other.tar.gz"
+    _pack_like_model_garden(smoke_run / "ckpt-4", other)
+    code, output = run_tfod(["zoo", "add", NAME, "--from", str(other)], capfd)
+    assert code == 1 and "sha256 mismatch" in output, output
+    assert fetch(f"zoo:{NAME}", progress=False).manifest["sha256"] == _sha256(copy)
 
 
 @pytest.mark.slow

@@ -251,7 +251,8 @@ def fetch(
     Args:
         force: fetch again even if cached (a damaged entry is replaced).
         source: a path or URL holding the published file(s) (`tfod zoo add`): fetched from there
-            alone, whether cached or not, with every check a download gets.
+            alone, whether cached or not, with every check a download gets; a cached entry is
+            replaced only once the new one has passed them.
         check: called with the checkpoint prefix before anything is cached or recorded; a
             TfodError from it leaves the cache as it was.
 
@@ -272,9 +273,9 @@ def fetch(
 
     with lockfile.hold(cache_dir() / "locks" / f"{target.key}.lock", wait):
         folder = cache_folder(reference)
-        if force:
+        if force and source is None:
             atomic.remove_directory(folder)
-        elif (found := cached(reference)) is not None:
+        elif source is None and (found := cached(reference)) is not None:
             return found  # fetched by the process we waited for
         downloads = cache_dir() / "downloads" / target.key
         try:
