@@ -10,6 +10,8 @@ entry each file belongs to).
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 import tarfile
 import urllib.error
@@ -111,8 +113,6 @@ def _write_folder(
 
 
 def _read_index(out: Path) -> dict[str, Any]:
-    import json
-
     try:
         earlier = json.loads((out / INDEX).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -123,9 +123,6 @@ def _read_index(out: Path) -> dict[str, Any]:
 def _write_tar(
     out: Path, chosen: list[tuple[ZooEntry, list[tuple[str, Path, str]]]], index: dict[str, Any]
 ) -> None:
-    import io
-    import json
-
     def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mode = len(data), 0o644
