@@ -69,16 +69,31 @@ def publish(run: Path, mirror: Path) -> None:
             tar.add(f"{prefix}.{part}", f"{folder}/ckpt-277200.{part}")
 
 
-def publish_keras_backbone(mirror: Path, steps: int, seed: int = 3) -> float:
-    """Train Keras's MobileNetV2 to name the one demo shape in a 96 px picture, `steps` steps of
-    32, and save its weights without the top where Keras Applications publishes them.
+def keras_pixels(model: str, pictures: np.ndarray) -> np.ndarray:
+    """0..255 RGB pictures as Keras Applications trains `model`: MobileNetV2 on -1..1, ResNet50 on
+    "caffe" pixels (BGR, less the mean pixel)."""
+    from tfod.zoo.keras_weights import CAFFE_MEAN_RGB
+
+    if model == "ResNet50":
+        return (pictures - np.float32(CAFFE_MEAN_RGB))[..., ::-1]
+    return pictures / 127.5 - 1
+
+
+def train_stand_in(model: str, steps: int, weights: Path, seed: int = 3) -> dict[str, float]:
+    """Train Keras's `model` (from `tf_keras.applications`) to name the one demo shape in a 96 px
+    picture, `steps` steps of 32, and save its weights without the top at `weights`, as Keras
+    Applications publishes them. Then convert that file into Model Garden's backbone as `tfod zoo`
+    does and put the trained top back on it: what the conversion keeps of what was learnt.
 
     Returns:
-        Its accuracy on 256 new pictures.
+        Accuracy on 256 new pictures: Keras's network, and Model Garden's with the converted
+        weights (fed Model Garden's normalised pixels).
     """
+    import tensorflow as tf
     import tf_keras
+    from official.vision.ops.preprocess_ops import MEAN_NORM, STDDEV_NORM
 
-    from tfod.zoo.keras_weights import networks
+    from tfod.zoo.keras_weights import convert, networks
 
     scenes = Scenes(size=96, objects=(1, 2), sides=(36, 72))
     rng = np.random.default_rng(seed)
@@ -88,37 +103,48 @@ def publish_keras_backbone(mirror: Path, steps: int, seed: int = 3) -> float:
         while len(pictures) < n:
             picture, objects = draw_scene(rng, scenes)
             if objects:
-                pictures.append(np.asarray(picture, np.float32) / 127.5 - 1)
+                pictures.append(np.asarray(picture, np.float32))
                 labels.append(CLASSES.index(objects[0][0]))
         return np.stack(pictures), np.asarray(labels)
 
-    assert KERAS_ENTRY.keras is not None
-    backbone, _ = networks(*KERAS_ENTRY.keras)
-    for layer in backbone.layers:  # Keras's 0.999 keeps a short run's statistics at their start
+    backbone, _ = networks(model, 1.0)
+    for layer in backbone.layers:  # Keras's 0.99-0.999 keep a short run's statistics at their start
         if isinstance(layer, tf_keras.layers.BatchNormalization):
             layer.momentum = 0.9
     pooled = tf_keras.layers.GlobalAveragePooling2D()(backbone.output)
-    classifier = tf_keras.Model(
-        backbone.input, tf_keras.layers.Dense(len(CLASSES), activation="softmax")(pooled)
-    )
+    top = tf_keras.layers.Dense(len(CLASSES), activation="softmax")
+    classifier = tf_keras.Model(backbone.input, top(pooled))
     classifier.compile(
         tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     for _ in range(steps):
-        classifier.train_on_batch(*batch(32))
-    accuracy = float(classifier.evaluate(*batch(256), verbose=0)[1])
-    weights = mirror / KERAS_ENTRY.url.removeprefix(GCS)
-    weights.parent.mkdir(parents=True)
+        pictures, labels = batch(32)
+        classifier.train_on_batch(keras_pixels(model, pictures), labels)
+    pictures, labels = batch(256)
+    accuracy = float(classifier.evaluate(keras_pixels(model, pictures), labels, verbose=0)[1])
+    weights.parent.mkdir(parents=True, exist_ok=True)
     backbone.save_weights(str(weights))
-    return accuracy
+
+    prefix = convert(weights, model, 1.0, weights.parent / f"{model}-converted")
+    _, garden = networks(model, 1.0)
+    tf.train.Checkpoint(backbone=garden).read(str(prefix)).expect_partial()
+    normalised = (pictures / 255 - np.float32(MEAN_NORM)) / np.float32(STDDEV_NORM)
+    features = garden(normalised, training=False)
+    last = features[max(features, key=int)]  # the level Keras's no-top output is
+    predicted = top(tf.reduce_mean(last, axis=[1, 2])).numpy().argmax(axis=1)
+    return {"keras": accuracy, "model garden": float((predicted == labels).mean())}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrain-steps", type=int, default=400)
     parser.add_argument("--imagenet-steps", type=int, default=600)
+    parser.add_argument("--resnet-steps", type=int, default=400)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument(
+        "--mapping-only", action="store_true", help="only the Keras-to-Model-Garden table"
+    )
     args = parser.parse_args()
     console = Console(width=160)
     every = max(10, args.steps // 3)
@@ -126,6 +152,22 @@ def main() -> None:
         root = Path(tmp)
         os.environ["TFOD_CACHE"] = str(root / "cache")
         os.environ["TFOD_ZOO_MIRROR"] = str(root / "mirror")
+        assert KERAS_ENTRY.keras is not None
+        stand_ins = {
+            KERAS_ENTRY.keras[0]: (args.imagenet_steps, root / "mirror" / KERAS_ENTRY.url.removeprefix(GCS)),
+            "ResNet50": (args.resnet_steps, root / "resnet" / "weights.h5"),
+        }  # fmt: skip
+        mapping = {}
+        for model, (steps, weights) in stand_ins.items():
+            clock = time.perf_counter()
+            accuracy = train_stand_in(model, steps, weights)
+            mapping[model] = {**accuracy, "minutes": (time.perf_counter() - clock) / 60}
+        print_mapping(console, mapping, stand_ins)
+        if args.mapping_only:
+            return
+        accuracy, imagenet_minutes = (
+            mapping[KERAS_ENTRY.keras[0]][key] for key in ("keras", "minutes")
+        )
         started = time.perf_counter()
         make_demo(root / "shapes", n=160, progress=False)
         write_template(root / "coco.yaml", root / "shapes", ENTRY.preset, "coco", False)
@@ -137,9 +179,6 @@ def main() -> None:
         pretrained = train(coco, root / "runs", progress=False)
         publish(pretrained.run.path, root / "mirror")
         pretrain_minutes = (time.perf_counter() - started) / 60
-        clock = time.perf_counter()
-        accuracy = publish_keras_backbone(root / "mirror", args.imagenet_steps)
-        imagenet_minutes = (time.perf_counter() - clock) / 60
 
         data = other_dataset(root, args.images, seed=7)
         results = {}
@@ -182,6 +221,24 @@ def main() -> None:
         table.add_row(*cells)
     minutes = [f"{m:.1f}" for _, m in results.values()]
     table.add_row("minutes", *minutes, *[""] * len(minutes))
+    console.print(table)
+
+
+def print_mapping(
+    console: Console, mapping: dict[str, dict[str, float]], stand_ins: dict[str, tuple[int, Path]]
+) -> None:
+    table = Table(
+        title="Keras Applications' weights in Model Garden's backbones: a stand-in classifier "
+        "trained in Keras (the demo shapes, 96 px, batch 32), its backbone converted as `tfod zoo` "
+        "converts it, its top put back"
+    )
+    for column in ("network", "steps", "minutes", "Keras accuracy", "Model Garden accuracy"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+    for model, result in mapping.items():
+        table.add_row(
+            model, str(stand_ins[model][0]), f"{result['minutes']:.1f}",
+            f"{result['keras']:.3f}", f"{result['model garden']:.3f}",
+        )  # fmt: skip
     console.print(table)
 
 

@@ -113,6 +113,13 @@ ZOO = {
             note="ImageNet backbone from Keras Applications (another publisher and bucket); "
             "fits every MobileNetV2 preset",
         ),
+        ZooEntry(
+            "resnet50-imagenet-keras", "retinanet-resnet50-fpn-640", 74.9, "backbone",
+            KERAS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            kind="keras-h5", keras=("ResNet50", 1.0),
+            note="ImageNet backbone from Keras Applications (ResNet v1 weights in Model "
+            "Garden's v1.5: a start, not the same network)",
+        ),
     ]
 }  # fmt: skip
 
