@@ -117,8 +117,8 @@ ZOO = {
             "resnet50-imagenet-keras", "retinanet-resnet50-fpn-640", 74.9, "backbone",
             KERAS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             kind="keras-h5", keras=("ResNet50", 1.0),
-            note="ImageNet backbone from Keras Applications (ResNet v1 weights in Model "
-            "Garden's v1.5: a start, not the same network)",
+            note="ImageNet backbone from Keras Applications: ResNet v1 weights in Model "
+            "Garden's v1.5, the fallback when resnet50-imagenet cannot be fetched",
         ),
     ]
 }  # fmt: skip

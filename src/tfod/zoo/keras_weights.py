@@ -20,17 +20,18 @@ pixel of value (1 - 2 mean) / (2 std) in Keras's terms (0.07, 0.20, 0.42 for R, 
 0. The tests measure both: the copied networks agree bit for bit, the converted one within a
 stated tolerance.
 
-ResNet-50 maps with two approximations, both measured by the tests and the pretrained bench.
-Keras's convolutions carry biases and its batch norms an epsilon of 1.001e-5 where Model Garden's
-convolutions have none and its epsilon is 1e-3: each bias moves into the next batch norm's moving
-mean and each gamma is rescaled for the other epsilon, which is exact. Keras's ResNet50 is ResNet v1
-(each downsampling block strides its first 1x1 convolution) where Model Garden's is v1.5 (it strides
-the 3x3 one), and Keras pads its stem symmetrically (3 and 1) where "same" pads (2, 3) and (0, 1):
-the stem and the first stage therefore compute Keras's features on a grid shifted by one pixel,
-and the three downsampling blocks read a 3x3 neighbourhood where Keras's read every other pixel of
-a 5x5 one. Fine-tuning adapts to both; the copied weights are a start, not the same network.
-Keras's ResNet takes "caffe" pixels (BGR, 0..255 minus the mean pixel), folded into the first
-convolution as for MobileNetV2; its zero padding stands for the mean pixel there as here.
+ResNet-50 converts exactly in two respects and not in a third. Keras's convolutions carry biases
+and its batch norms an epsilon of 1.001e-5, where Model Garden's convolutions have none and its
+epsilon is 1e-3: each bias moves into the next batch norm's moving mean and each gamma is
+rescaled for the other epsilon (exact). Keras's ResNet takes "caffe" pixels (BGR, 0..255 less the
+mean pixel), folded into the first convolution as for MobileNetV2 (its zero padding stands for
+the mean pixel there as here). But Keras's ResNet50 is ResNet v1 (each downsampling block strides
+its first 1x1 convolution) where Model Garden's is v1.5 (it strides the 3x3 one), and Keras pads
+its stem symmetrically (3, then 1) where "same" pads (2, 3) and (0, 1): the stem and first stage
+compute Keras's features on a grid shifted by one pixel (the tests prove them equal on the
+shifted image), while the three downsampling blocks read a 3x3 neighbourhood where Keras's read
+every other pixel of a 5x5 one. The copied weights are a start, not the same network:
+`nox -s bench -- pretrained` measures what a trained one keeps.
 """
 
 from __future__ import annotations
