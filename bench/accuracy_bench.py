@@ -31,12 +31,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from tfod.config.schema import load_config
+from tfod.config.schema import load_config, parse_duration
 from tfod.config.template import write_template
 from tfod.data.convert import ConvertOptions, convert
 from tfod.data.demo import Scenes, write_scenes
 from tfod.errors import TfodError
-from tfod.train.budget import parse_duration
 from tfod.train.trainer import train
 
 MOBILE = (

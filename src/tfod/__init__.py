@@ -1,8 +1,5 @@
 """tfod: from a folder of labelled images to a trained, evaluated, quantized object detector."""
 
-from importlib import metadata
+from tfod.version import __version__
 
-try:
-    __version__ = metadata.version("tfod")
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+__all__ = ["__version__"]

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-import tfod
 from tfod.console import console, native_output_to
 from tfod.errors import TfodError
 from tfod.runs.rundir import RunDir
+from tfod.version import __version__
 
 if TYPE_CHECKING:
     from tfod.train.trainer import TrainResult
@@ -46,7 +46,7 @@ def _data() -> None:
 
 def _version(value: bool) -> None:
     if value:
-        print(f"tfod {tfod.__version__}")
+        print(f"tfod {__version__}")
         raise typer.Exit()
 
 
@@ -232,11 +232,11 @@ def config_validate(
     """Run the pre-flight checks and show the resolved plan."""
     from rich.table import Table
 
-    from tfod.config.checks import raise_on_errors, run_checks
     from tfod.config.experiment import build_experiment, make_plan
     from tfod.config.schema import load_config
     from tfod.data.convert import load_summary
     from tfod.train.cluster import read_tf_config, resolve
+    from tfod.train.preflight import raise_on_errors, run_checks
     from tfod.train.trainer import gpu_count
 
     cfg = load_config(config)
@@ -301,8 +301,7 @@ def train(
     eval: InlineEval = True,
 ) -> None:
     """Train (or resume) a run on Model Garden's trainer; Ctrl-C saves and stops cleanly."""
-    from tfod.config.schema import load_config
-    from tfod.train.budget import parse_duration
+    from tfod.config.schema import load_config, parse_duration
     from tfod.train.trainer import train as run_training
 
     settings = load_config(config)

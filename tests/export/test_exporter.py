@@ -17,10 +17,10 @@ from tfod.atomic import TMP_PREFIX
 from tfod.data.demo import draw_scene
 from tfod.data.labelmap import read_label_map
 from tfod.errors import TfodError
-from tfod.evaluate.evaluator import load_experiment
-from tfod.export.exporter import parse_list, pick_checkpoint
+from tfod.export.exporter import parse_list
+from tfod.model.experiment import load_experiment
 from tfod.predict.models import Detections, TFLiteModel, checkpoint_model, saved_model
-from tfod.runs.rundir import RunDir
+from tfod.runs.rundir import RunDir, pick_checkpoint
 
 ARTEFACTS = {
     "saved_model", "model.onnx", "model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite",

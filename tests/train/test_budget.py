@@ -10,14 +10,13 @@ import pytest
 from pydantic import ValidationError
 
 from tests.conftest import smoke_config
-from tfod.config.schema import TrainSection
+from tfod.config.schema import TrainSection, parse_duration
 from tfod.errors import TfodError
 from tfod.train.budget import (
     Calibration,
     LiveSchedule,
     evaluations_between,
     fit,
-    parse_duration,
 )
 from tfod.train.trainer import train
 
@@ -115,7 +114,7 @@ def test_a_timed_run_ends_on_time_at_the_end_of_its_schedule(
 
 def test_a_very_long_budget_still_checkpoints_every_half_hour() -> None:
     """99999h used to plan one checkpoint every 9e8 steps: nothing saved along the way."""
-    from tfod.train.budget import MAX_GAP_SECONDS, parse_duration
+    from tfod.train.budget import MAX_GAP_SECONDS
 
     calibration = Calibration(step=40, elapsed=60.0, steps_per_second=2.0, eval_seconds=10.0)
     plan = fit(parse_duration("99999h"), calibration, per_loop=10)

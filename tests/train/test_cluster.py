@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import smoke_config
-from tfod.config.checks import run_checks
 from tfod.config.experiment import build_experiment, make_plan
 from tfod.data.convert import load_summary
 from tfod.errors import TfodError
 from tfod.train.cluster import Cluster, Placement, read_tf_config, resolve
+from tfod.train.preflight import run_checks
 
 TWO = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
 

@@ -12,12 +12,13 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import smoke_config
-from tfod.config.experiment import make_plan
+from tfod.config.experiment import auto_decay, make_plan
 from tfod.data.convert import load_summary
 from tfod.errors import TfodError
-from tfod.evaluate.evaluator import RunEvaluator, load_experiment
+from tfod.evaluate.evaluator import RunEvaluator
+from tfod.model.experiment import load_experiment
+from tfod.model.weights import read_weights
 from tfod.runs.rundir import RunDir
-from tfod.train.ema import auto_decay, read_weights
 from tfod.train.trainer import train
 
 

@@ -17,14 +17,14 @@ from tests.export.test_exporter import _matched
 from tests.robustness.test_bad_inputs import run_tfod
 from tests.robustness.test_faults import _spawn, _wait_for
 from tfod.cli import EXIT_STOPPED
-from tfod.config.checks import run_checks
 from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.schema import QatSection
 from tfod.data.convert import load_summary
 from tfod.errors import TfodError
 from tfod.predict.models import TFLiteModel, checkpoint_model
-from tfod.runs.rundir import RunDir
-from tfod.train.qat import PARENT, qat_config
+from tfod.runs.rundir import PARENT, RunDir
+from tfod.train.preflight import run_checks
+from tfod.train.qat import qat_config
 
 QAT_SMOKE = "retinanet-mobilenetv2-ssd-256-smoke"
 AGREEMENT = 0.8
@@ -151,7 +151,7 @@ def test_spinenet_mobile_is_built_for_qat_with_every_float_weight(
     from official.vision.tasks import retinanet
 
     from tfod.config.presets import SPINENET_QAT_OVERRIDE
-    from tfod.export.exporter import serving_module
+    from tfod.model.serving import serving_module
     from tfod.train.task import make_task
 
     config = smoke_config(
@@ -243,8 +243,8 @@ def test_runs_compare_shows_the_pair(qat_run: Path, float_parent: Path, capsys) 
 def _agreement(reference: Any, other: Any, run: Path) -> float:
     """Share of `reference`'s detections scoring above 0.05 (the export's threshold), over all validation images, that
     `other` finds too (same class, IoU >= 0.6, score within 0.15)."""
-    from tfod.evaluate.evaluator import load_experiment
     from tfod.export.verify import validation_images
+    from tfod.model.experiment import load_experiment
 
     found = total = 0.0
     for _, image in validation_images(load_experiment(RunDir(run))):
@@ -260,7 +260,7 @@ def test_qat_tflite_is_full_integer_and_detects_what_the_qat_checkpoint_does(
     qat_run: Path,
 ) -> None:
     from tfod.data.labelmap import read_label_map
-    from tfod.evaluate.evaluator import load_experiment
+    from tfod.model.experiment import load_experiment
 
     manifest = json.loads((qat_run / "export" / "export.json").read_text())
     files = {a["file"]: a for a in manifest["artefacts"]}

@@ -212,7 +212,7 @@ def test_a_fine_tune_starts_from_keras_imagenet_weights_served_by_their_publishe
     backbone starts from the Keras network's weights, converted."""
     import yaml
 
-    from tfod.evaluate.evaluator import load_experiment
+    from tfod.model.experiment import load_experiment
     from tfod.runs.rundir import RunDir
     from tfod.train import finetune
     from tfod.train.task import TfodRetinaNetTask

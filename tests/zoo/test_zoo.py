@@ -426,7 +426,7 @@ def test_init_pretrained_then_train_fine_tunes_with_backbone_and_decoder_restore
     import yaml
 
     from tfod.config.schema import load_config
-    from tfod.evaluate.evaluator import load_experiment
+    from tfod.model.experiment import load_experiment
     from tfod.runs.rundir import RunDir
     from tfod.train import finetune
     from tfod.train.task import TfodRetinaNetTask

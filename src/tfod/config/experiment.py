@@ -10,11 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tfod.config.presets import QAT_EXPERIMENT, Preset, get_preset
-from tfod.config.schema import TfodConfig
+from tfod.config.schema import TfodConfig, parse_duration
 from tfod.data.convert import VAL_COCO_JSON
 from tfod.errors import TfodError
-from tfod.train.budget import parse_duration, provisional_steps
-from tfod.train.ema import auto_decay
 
 # Batch-norm moving statistics average over ~1/(1 - momentum) steps. `auto` keeps that window
 # within 1/30 of the run; the pre-flight check refuses a window longer than 1/10 of it (measured:
@@ -23,8 +21,23 @@ BN_AUTO_RUN_FRACTION = 30
 BN_MIN_RUN_FRACTION = 10
 BN_MOMENTUM_RANGE = (0.9, 0.99)
 MAX_STEPS_PER_LOOP = 10
+EMA_RUN_FRACTION = 10  # `ema: auto` averages over about a tenth of the run
+EMA_DECAY_RANGE = (0.95, 0.9999)
 PRECISION_DTYPES = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 """train.precision -> Model Garden's runtime.mixed_precision_dtype (float16 with loss scaling)."""
+
+
+def provisional_steps(budget: float) -> int:
+    """The step count a timed run starts with, before it has measured itself (its warmup and
+    batch-norm momentum are fitted to it; calibration replaces it within the first loops)."""
+    return max(20, int(2 * budget))
+
+
+def auto_decay(steps: int) -> float:
+    """`ema: auto`: the decay whose averaging window (~1/(1-decay) steps) is a tenth of a
+    `steps` run."""
+    low, high = EMA_DECAY_RANGE
+    return round(min(high, max(low, 1 - EMA_RUN_FRACTION / steps)), 5)
 
 
 @dataclass(frozen=True)
@@ -57,12 +70,14 @@ def linear_rule(preset: Preset, batch: int) -> float:
     return preset.base_learning_rate * batch / preset.reference_batch
 
 
-AUTO_RATE_CAP = 4.0  # x the linear rule: the most the pre-flight check allows
+MAX_RATE_FACTOR = 4.0
+"""x the linear-scaling rule: the most `auto` picks, the rate a fine-tune starts at
+(`tfod init --pretrained`) and the most the pre-flight check allows."""
 
 
 def auto_rate(preset: Preset, batch: int) -> float:
     """`learning_rate: auto`: the preset's rate scaled by the square root of batch/reference
-    batch below the reference batch (at most AUTO_RATE_CAP x the linear rule), linearly above it.
+    batch below the reference batch (at most MAX_RATE_FACTOR x the linear rule), linearly above it.
 
     The presets' rates were tuned for long COCO schedules at batch 256, where linear scaling holds;
     scaled linearly down to a CPU or single-GPU batch of 8 they are 32x smaller and learn too
@@ -74,7 +89,7 @@ def auto_rate(preset: Preset, batch: int) -> float:
     if batch >= preset.reference_batch:
         return linear
     return min(
-        AUTO_RATE_CAP * linear,
+        MAX_RATE_FACTOR * linear,
         preset.base_learning_rate * math.sqrt(batch / preset.reference_batch),
     )
 

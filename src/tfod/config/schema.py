@@ -15,6 +15,7 @@ Relative paths are read from the folder of the tfod.yaml file.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,26 @@ from tfod.textfile import read_text
 Augment = Literal["hflip", "scale_jitter"]
 DEFAULT_AUGMENT: tuple[Augment, ...] = ("hflip", "scale_jitter")
 Metric = Literal["AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax100"]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
+_UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds in `value`: a number of seconds, or text like "90s", "10m", "1.5h".
+
+    Raises:
+        TfodError: anything else, or a duration that is not positive.
+    """
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if match is None:
+            raise TfodError(f"{value!r} is not a duration; write e.g. 300, 90s, 10m or 1.5h")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise TfodError(f"a time budget must be positive, got {value!r}")
+    return seconds
 
 
 class _Section(BaseModel):
@@ -112,8 +133,6 @@ class TrainSection(_Section):
     @classmethod
     def _duration(cls, value: str | float | None) -> str | float | None:
         if value is not None:
-            from tfod.train.budget import parse_duration
-
             try:
                 parse_duration(value)
             except TfodError as err:

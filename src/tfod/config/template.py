@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from tfod import atomic
-from tfod.config.checks import LR_TOO_HIGH
-from tfod.config.experiment import experiment_name, linear_rule
+from tfod.config.experiment import MAX_RATE_FACTOR, experiment_name, linear_rule
 from tfod.config.presets import PRESETS, SMOKE_SUFFIX, get_preset
 from tfod.config.schema import parse_config
 from tfod.errors import TfodError
@@ -55,7 +54,6 @@ overrides:                        # raw Model Garden params for experts
 SCRATCH_PRESETS = ("retinanet-mobilenetv2-256", "retinanet-mobilenetv2-320")
 SMALLEST_OBJECT = 16  # px at the input: two cells of the finest level (stride 8)
 FINE_TUNE_STEPS = 2000
-FINE_TUNE_LR_FACTOR = LR_TOO_HIGH  # the most the pre-flight check allows above the linear rule
 COCO_CLASSES = 90  # the published detectors' heads: 90 COCO ids + background
 
 RECIPE = f"""\
@@ -63,7 +61,7 @@ RECIPE = f"""\
 #   steps {FINE_TUNE_STEPS}: the backbone and decoder already see objects; a few hundred images
 #     converge in a few thousand steps (from scratch the presets use 20000).
 #   init_modules: the classification head is new (your classes), so it must learn as fast as from
-#     scratch: learning_rate is {FINE_TUNE_LR_FACTOR:g}x the preset's linear-scaling rule at this batch.
+#     scratch: learning_rate is {MAX_RATE_FACTOR:g}x the preset's linear-scaling rule at this batch.
 #   warmup_steps and norm_momentum: auto, fitted to the run length; the new head's batch-norm
 #     statistics start from nothing (momentum 0.99 keeps them stale for hundreds of steps).
 #   What it is worth against training from scratch: tfod's docs/benchmarks.md ("Pretrained
@@ -197,7 +195,7 @@ def write_template(
     if pretrained is None:
         fields["overrides"] = suggest_anchors(data, chosen.name)
     if pretrained is not None:
-        rate = FINE_TUNE_LR_FACTOR * linear_rule(chosen, chosen.batch_size)
+        rate = MAX_RATE_FACTOR * linear_rule(chosen, chosen.batch_size)
         fields["learning_rate"] = f"{rate:.4g}"
     relative = os.path.relpath(data.resolve(), out.resolve().parent)
     text = TEMPLATE.format(

@@ -24,7 +24,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import tfod
 from tfod import atomic
 from tfod.console import track
 from tfod.data.annotations import Kind, Problem, Source, SourceImage, clean_class_name
@@ -35,6 +34,7 @@ from tfod.data.readers import read_source
 from tfod.data.readers.common import lexical
 from tfod.data.tfrecord import ShardWriter, box_area, build_example
 from tfod.errors import TfodError
+from tfod.version import __version__
 
 DATASET_JSON = "dataset.json"
 LABEL_MAP = "label_map.pbtxt"
@@ -514,7 +514,7 @@ def dataset_summary(
             "shards": shards[name],
         }
     return {
-        "tfod_version": tfod.__version__,
+        "tfod_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": source,
         "fingerprint": "sha256:" + fingerprint.hexdigest(),

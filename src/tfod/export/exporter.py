@@ -39,14 +39,14 @@ from typing import Any
 from tfod import atomic
 from tfod.data.convert import LABEL_MAP, load_summary
 from tfod.errors import TfodError, last_error
-from tfod.evaluate.evaluator import dataset_dir, load_experiment
 from tfod.export import edgetpu
 from tfod.export.mediapipe_runtime import write_metadata
+from tfod.model.experiment import dataset_dir, load_experiment
+from tfod.model.qat_head import prediction_ranges
+from tfod.model.quantize import is_qat
+from tfod.model.serving import serving_module
 from tfod.predict.models import PIXEL_INPUT
-from tfod.runs.rundir import RunDir, now, versions
-from tfod.train.ema import read_weights
-from tfod.train.qat import float_parent, is_qat
-from tfod.train.qat_head import prediction_ranges
+from tfod.runs.rundir import RunDir, float_parent, now, pick_checkpoint, versions
 
 EXPORT = "export"
 EXPORT_JSON = "export.json"
@@ -221,16 +221,6 @@ def read_manifest(run: RunDir) -> dict[str, Any]:
     return manifest
 
 
-def pick_checkpoint(run: RunDir, which: str) -> tuple[int, Path, str]:
-    """(step, prefix, how it was chosen) for `best` (or `latest` before any evaluation),
-    `latest` or a step."""
-    if which == "best" and not (run.read().get("best") or {}).get("step"):
-        step, prefix = run.checkpoint("latest")
-        return step, prefix, "latest (no evaluation has picked a best checkpoint yet)"
-    step, prefix = run.checkpoint(which)
-    return step, prefix, which
-
-
 def _artefact(path: Path, out: Path, **fields: Any) -> dict[str, Any]:
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
     return {
@@ -238,33 +228,6 @@ def _artefact(path: Path, out: Path, **fields: Any) -> dict[str, Any]:
         "bytes": sum(p.stat().st_size for p in files),
         **fields,
     }
-
-
-def serving_module(experiment: Any, input_type: str, prefix: Path) -> Any:
-    """Model Garden's detection serving module for `experiment` (its QAT twin for a QAT run)
-    holding the weights of checkpoint `prefix` (their moving averages if trained: train.ema)."""
-    from official.vision.serving import detection
-
-    module = _qat_detection_module() if is_qat(experiment.task) else detection.DetectionModule
-    size = [int(s) for s in experiment.task.model.input_size[:2]]
-    served = module(experiment, batch_size=1, input_image_size=size, input_type=input_type)
-    read_weights(served.model, prefix, experiment)
-    return served
-
-
-@functools.cache
-def _qat_detection_module() -> type:
-    """Model Garden's QAT detection serving module, its model built as the QAT task builds it."""
-    from official.projects.qat.vision.serving import export_module
-    from official.vision.serving import detection
-
-    from tfod.train.task import quantize
-
-    class QatDetectionModule(export_module.DetectionModule):  # type: ignore[misc]
-        def _build_model(self) -> Any:
-            return quantize(detection.DetectionModule._build_model(self), self.params.task)
-
-    return QatDetectionModule
 
 
 def _saved_model(experiment: Any, prefix: Path, size: list[int], out: Path) -> dict[str, Any]:
@@ -490,7 +453,7 @@ def _nms_without_background(
 ) -> Iterator[None]:
     """Hand Model Garden's TFLite NMS op the real classes only (no background column).
 
-    `ranges`: a QAT model's union of the levels' prediction ranges (tfod.train.qat_head.
+    `ranges`: a QAT model's union of the levels' prediction ranges (tfod.model.qat_head.
     prediction_ranges), into which every level is fake-quantized before the concatenation, so the
     converter requantizes each level into it rather than into one level's range. (Right after the
     level's own fake-quantization or a reshape, a second one breaks the converter's same-scale

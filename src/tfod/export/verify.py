@@ -29,9 +29,9 @@ from tfod.data.labelmap import read_label_map
 from tfod.data.tfrecord import read_examples
 from tfod.errors import TfodError
 from tfod.evaluate.coco import coco_metrics
-from tfod.evaluate.evaluator import load_experiment
 from tfod.export.exporter import EXPORT, EXPORT_JSON, read_manifest
 from tfod.export.mediapipe_runtime import MediaPipeModel
+from tfod.model.experiment import load_experiment
 from tfod.predict.models import (
     DetectionModel,
     TFLiteModel,
@@ -39,8 +39,7 @@ from tfod.predict.models import (
     onnx_model,
     saved_model,
 )
-from tfod.runs.rundir import RunDir, now
-from tfod.train.qat import float_parent
+from tfod.runs.rundir import RunDir, float_parent, now
 
 VERIFY_JSON = "verify.json"
 MIN_TIMED_CALLS = 20  # latency is the median of at least this many batch-1 invocations

@@ -1035,11 +1035,11 @@ def _yaml_text(
 ) -> str:
     import os
 
-    import tfod
+    from tfod.version import __version__
 
     relative = os.path.relpath(data_dir.resolve(), out.resolve().parent)
     lines = [
-        f"# tfod.yaml imported from {source} by `tfod import pipeline` (tfod {tfod.__version__}).",
+        f"# tfod.yaml imported from {source} by `tfod import pipeline` (tfod {__version__}).",
         "# Check it with `tfod config validate`. What the config's fields became:",
     ]
     for status in (APPROXIMATED, UNSUPPORTED, TO_DO):

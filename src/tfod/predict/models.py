@@ -113,7 +113,7 @@ def checkpoint_model(
     """The float model of a training checkpoint, served exactly as the SavedModel export is."""
     import tensorflow as tf
 
-    from tfod.export.exporter import serving_module
+    from tfod.model.serving import serving_module
 
     module = serving_module(experiment, "image_tensor", prefix)
     serve = tf.function(module.serve, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])

@@ -39,9 +39,8 @@ def load_model(path: Path, checkpoint: str = "best") -> DetectionModel:
     from tfod.predict.models import checkpoint_model
 
     if (path / "run.json").is_file():
-        from tfod.evaluate.evaluator import dataset_dir, load_experiment
-        from tfod.export.exporter import pick_checkpoint
-        from tfod.runs.rundir import RunDir
+        from tfod.model.experiment import dataset_dir, load_experiment
+        from tfod.runs.rundir import RunDir, pick_checkpoint
 
         run = RunDir(path)
         _, prefix, _ = pick_checkpoint(run, checkpoint)

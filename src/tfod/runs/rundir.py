@@ -30,6 +30,7 @@ METRICS_JSONL = "metrics.jsonl"
 CONFIG_COPY = "tfod.yaml"
 EXPERIMENT_YAML = "experiment.yaml"
 BEST = "best"
+PARENT = "parent"  # a QAT run's copy of its float parent (`tfod qat`)
 LOCK = ".lock"
 FINISHED = "finished"
 _CKPT = re.compile(r"ckpt-(\d+)$")
@@ -243,14 +244,33 @@ class RunDir:
         if best and best.get("metric") == metric and float(best["value"]) >= value:
             return False
         with atomic.atomic_directory(self.path / BEST) as tmp:
-            for part in prefix.parent.glob(prefix.name + ".*"):
-                shutil.copy2(part, tmp / part.name)
-            (tmp / "checkpoint").write_text(
-                f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n',
-                encoding="utf-8",
-            )
+            copy_checkpoint(prefix, tmp)
         self.update(best={"step": step, "metric": metric, "value": value})
         return True
+
+
+def copy_checkpoint(prefix: Path, folder: Path) -> None:
+    """Checkpoint `prefix`'s files into `folder`, as its latest (a CheckpointState text proto)."""
+    for part in prefix.parent.glob(prefix.name + ".*"):
+        shutil.copy2(part, folder / part.name)
+    state = f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
+    (folder / "checkpoint").write_text(state, encoding="utf-8")
+
+
+def pick_checkpoint(run: RunDir, which: str) -> tuple[int, Path, str]:
+    """(step, prefix, how it was chosen) for `best` (or `latest` before any evaluation),
+    `latest` or a step."""
+    if which == "best" and not (run.read().get("best") or {}).get("step"):
+        step, prefix = run.checkpoint("latest")
+        return step, prefix, "latest (no evaluation has picked a best checkpoint yet)"
+    step, prefix = run.checkpoint(which)
+    return step, prefix, which
+
+
+def float_parent(run: RunDir) -> RunDir | None:
+    """The copy of a QAT run's float parent (None for a float run)."""
+    snapshot = RunDir(run.path / PARENT)
+    return snapshot if run.read().get("qat") and snapshot.exists() else None
 
 
 def damage(prefix: Path) -> str | None:

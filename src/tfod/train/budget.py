@@ -12,7 +12,6 @@ fitted plan.
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,32 +26,6 @@ EVAL_SHARE = 0.15  # of the remaining time that evaluations may take
 MAX_EVALUATIONS = 10
 MAX_GAP_SECONDS = 1800.0  # of training between two checkpoints of a timed run, at most
 TAIL_SECONDS = 5.0  # the last checkpoint, run.json and the plots
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
-_UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds in `value`: a number of seconds, or text like "90s", "10m", "1.5h".
-
-    Raises:
-        TfodError: anything else, or a duration that is not positive.
-    """
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(value)
-        if match is None:
-            raise TfodError(f"{value!r} is not a duration; write e.g. 300, 90s, 10m or 1.5h")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise TfodError(f"a time budget must be positive, got {value!r}")
-    return seconds
-
-
-def provisional_steps(budget: float) -> int:
-    """The step count a timed run starts with, before it has measured itself (its warmup and
-    batch-norm momentum are fitted to it; calibration replaces it within the first loops)."""
-    return max(20, int(2 * budget))
 
 
 @dataclass(frozen=True)

@@ -150,17 +150,18 @@ def check_fits(checkpoint: str, preset: str, restores: str) -> dict[str, dict[st
     Raises:
         TfodError: a module is missing from the checkpoint or does not fit the preset's.
     """
+    from official.vision.tasks import retinanet
+
     from tfod.config.experiment import build_experiment, make_plan
     from tfod.config.schema import TfodConfig
     from tfod.config.template import COCO_CLASSES
-    from tfod.train.task import TfodRetinaNetTask
 
     config = TfodConfig.model_validate(
         {"name": "zoo-add", "data": {"dir": "."}, "model": {"preset": preset}}
     )
     summary = {"classes": [{"id": i} for i in range(1, COCO_CLASSES + 1)], "splits": {}}
     experiment = build_experiment(config, make_plan(config, summary, batch_size=8, steps=1000))
-    model = TfodRetinaNetTask(experiment.task).build_model()
+    model = retinanet.RetinaNetTask(experiment.task).build_model()  # restored below
     modules = list(MODULES_ALL) if restores == "detector" else ["backbone"]
     plan = plan_restore(checkpoint, modules, classifier_size(experiment.task))
     return restore(model, plan)

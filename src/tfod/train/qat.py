@@ -28,12 +28,19 @@ from tfod import atomic
 from tfod.config.presets import SPINENET_QAT_OVERRIDE, get_preset, qat_presets
 from tfod.config.schema import QatSection, TfodConfig, load_config
 from tfod.errors import TfodError
-from tfod.runs.rundir import CONFIG_COPY, EXPERIMENT_YAML, RUN_JSON, RunDir
+from tfod.runs.rundir import (
+    CONFIG_COPY,
+    EXPERIMENT_YAML,
+    PARENT,
+    RUN_JSON,
+    RunDir,
+    copy_checkpoint,
+    pick_checkpoint,
+)
 
 QAT_SUFFIX = "-qat"
 RANGE_RUN_FRACTION = 30
 RANGE_DECAY_LIMITS = (0.9, 0.999)
-PARENT = "parent"
 LR_FACTOR = 0.1
 """A QAT run fine-tunes a converged float model: a tenth of the parent's peak learning rate."""
 STEPS_FRACTION = 0.1
@@ -79,11 +86,6 @@ def qat_config(
             "qat": QatSection(parent=parent.path.resolve(), checkpoint=checkpoint),
         }
     )
-
-
-def is_qat(task_config: Any) -> bool:
-    """Whether a Model Garden task config is a QAT one (it has a `quantization` section)."""
-    return getattr(task_config, "quantization", None) is not None
 
 
 def check_supported(preset_name: str) -> None:
@@ -168,26 +170,13 @@ def fitted_ranges(decay: float) -> Iterator[None]:
         quant_ops.MovingAvgQuantize = original
 
 
-def float_parent(run: RunDir) -> RunDir | None:
-    """The copy of a QAT run's float parent (None for a float run)."""
-    snapshot = RunDir(run.path / PARENT)
-    return snapshot if run.read().get("qat") and snapshot.exists() else None
-
-
 def _snapshot(parent: RunDir, which: str, snapshot: RunDir) -> None:
-    from tfod.export.exporter import pick_checkpoint
-
     step, prefix, chosen = pick_checkpoint(parent, which)
     state = parent.read()
     if "plan" not in state or not (parent.path / EXPERIMENT_YAML).is_file():
         raise TfodError("the parent run has no experiment.yaml: it never trained", parent.path)
     with atomic.atomic_directory(snapshot.path) as tmp:
-        for part in prefix.parent.glob(prefix.name + ".*"):
-            shutil.copy2(part, tmp / part.name)
-        (tmp / "checkpoint").write_text(
-            f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n',
-            encoding="utf-8",
-        )
+        copy_checkpoint(prefix, tmp)
         for name in (CONFIG_COPY, EXPERIMENT_YAML):
             shutil.copy2(parent.path / name, tmp / name)
         origin = {"which": chosen, "step": step, "path": str(prefix)}

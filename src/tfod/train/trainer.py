@@ -24,17 +24,19 @@ import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tfod import atomic
-from tfod.config.checks import raise_on_errors, run_checks
 from tfod.config.experiment import Plan, build_experiment, make_plan
-from tfod.config.schema import EarlyStop, TfodConfig, dump_config
+from tfod.config.schema import EarlyStop, TfodConfig, dump_config, parse_duration
 from tfod.console import console, log_tail, native_output_to
 from tfod.data.convert import load_summary
 from tfod.errors import TfodError, describe
+from tfod.model.weights import uses_ema
 from tfod.runs.rundir import (
     CONFIG_COPY,
     EXPERIMENT_YAML,
     FINISHED,
+    PARENT,
     RunDir,
+    copy_checkpoint,
     git_revision,
     now,
     versions,
@@ -42,6 +44,7 @@ from tfod.runs.rundir import (
 from tfod.train import batch_size as batch_size_search
 from tfod.train import budget, ema, qat
 from tfod.train.cluster import Placement, make_strategy, read_tf_config, resolve
+from tfod.train.preflight import raise_on_errors, run_checks
 
 
 class StopRequested(Exception):
@@ -124,7 +127,7 @@ def train(
         plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
         _refuse_other_settings(run, config, plan)
     # A multi-worker strategy must exist before TensorFlow runs anything else in this process.
-    peer_timeout = budget.parse_duration(config.train.peer_timeout)
+    peer_timeout = parse_duration(config.train.peer_timeout)
     strategy = make_strategy(placement, peer_timeout) if placement.cluster is not None else None
     job = _Job(placement, strategy, started)
     if not placement.is_chief:
@@ -177,7 +180,7 @@ def _train_worker(
         run = RunDir(Path(tmp) / chief_run.name)
         run.path.mkdir()
         if resume is not None:
-            _copy_checkpoint(resume, run.path)
+            copy_checkpoint(resume, run.path)
         if config.qat:
             qat.attach_parent(run, config, experiment)
         status = FINISHED
@@ -284,7 +287,7 @@ def _train_locked(
         origin = qat_state["checkpoint"]
         console.print(
             f"Quantization-aware training of {qat_state['parent']} at step {origin['step']} "
-            f"({origin.get('which', 'chosen')}; copied to {run.path / qat.PARENT}): backbone, "
+            f"({origin.get('which', 'chosen')}; copied to {run.path / PARENT}): backbone, "
             f"{'FPN, ' if experiment.task.quantization.quantize_detection_decoder else ''}"
             f"head fake-quantized to int8; activation ranges averaged at {qat_state['range_decay']}"
         )
@@ -353,7 +356,7 @@ def _fitted_time_budget(run: RunDir, config: TfodConfig) -> dict[str, Any] | Non
         return None
     state = run.read()
     recorded = state.get("time_budget")
-    if not recorded or recorded.get("budget_seconds") != budget.parse_duration(config.train.time):
+    if not recorded or recorded.get("budget_seconds") != parse_duration(config.train.time):
         return None
     return {key: state["plan"][key] for key in _FITTED}
 
@@ -732,16 +735,6 @@ def _peer_lost_error(run: RunDir, err: BaseException) -> TfodError:
     )
 
 
-def _copy_checkpoint(prefix: Path, folder: Path) -> None:
-    """The chief's checkpoint `prefix` as `folder`'s latest, for a worker to start from."""
-    import shutil
-
-    for part in prefix.parent.glob(prefix.name + ".*"):
-        shutil.copy2(part, folder / part.name)
-    state = f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
-    (folder / "checkpoint").write_text(state, encoding="utf-8")  # a CheckpointState text proto
-
-
 def _runner_class() -> Any:
     from official.core import train_lib
 
@@ -798,7 +791,7 @@ def _evaluate_inline(
     evaluator = holder["evaluator"]
     _, prefix = run.checkpoint(str(step))
     optimizer = holder["runner"].trainer.optimizer
-    with ema.swapped_in(optimizer) if ema.uses_ema(experiment) else nullcontext():
+    with ema.swapped_in(optimizer) if uses_ema(experiment) else nullcontext():
         row: dict[str, Any] = evaluator.evaluate(step, prefix, restore=False)
     m = row["metrics"]
     best = " [green](best)[/green]" if row.get("is_best") else ""

@@ -15,14 +15,14 @@ from google.protobuf.message import DecodeError
 from rich.console import Console
 from rich.markup import escape
 
-from tfod.config.experiment import AUTO_RATE_CAP, BN_MIN_RUN_FRACTION, Plan
+from tfod.config.experiment import BN_MIN_RUN_FRACTION, MAX_RATE_FACTOR, Plan
 from tfod.config.schema import TfodConfig
 from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
 from tfod.errors import TfodError, describe
 from tfod.train.budget import MIN_BUDGET_SECONDS
 from tfod.train.cluster import Placement
 
-LR_TOO_HIGH, LR_TOO_LOW = AUTO_RATE_CAP, 0.25  # factors of the linear-scaling rule
+LR_TOO_LOW = 0.25  # x the linear-scaling rule
 SMALL_BN_BATCH = 8  # per replica; below it batch-norm statistics are noisy
 MAX_INPUT_SIDE = 4096  # pixels
 
@@ -88,7 +88,7 @@ def run_checks(
         f"{plan.batch_size}{spread} (the preset's rate scaled by global batch/reference batch); "
         "`learning_rate: auto` gives 1x to 4x that: more for small batches (square-root scaling)"
     )
-    if ratio > LR_TOO_HIGH:
+    if ratio > MAX_RATE_FACTOR:
         times = f"{ratio:.1f}x" if ratio < 1000 else "over 1000x"
         error(
             "train.learning_rate",
