@@ -16,6 +16,22 @@ import pytest
 from tfod.config.schema import TfodConfig
 
 SMOKE = "retinanet-mobilenetv2-256-smoke"
+# The longest test files, longest first (`nox -s tests` prints the slowest tests). pytest-xdist's
+# --dist loadfile hands files to the workers in collection order: started first, they do not leave
+# one worker on a long file at the end while the other idles.
+LONGEST_FIRST = [
+    "train/test_qat.py", "robustness/test_faults.py", "train/test_multiworker.py",
+    "predict/test_predict.py", "zoo/test_keras_weights.py", "evaluate/test_evaluator.py",
+    "train/test_ema.py", "test_cli.py", "train/test_budget.py", "export/test_verify.py",
+]  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(Path(__file__).parent).as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
 
 
 def smoke_config(data: Path, name: str = "smoke", **sections: Any) -> TfodConfig:
