@@ -28,7 +28,8 @@ def _tmp_prefix(name: str) -> str:
     return f"{TMP_PREFIX}{name}@{_HOST}@{os.getpid()}@"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,7 +55,7 @@ def remove_stale(path: Path) -> list[Path]:
         name, host, pid, _ = fields
         if name not in (path.name, path.name + ".old") or host != _HOST or not pid.isdigit():
             continue
-        if _alive(int(pid)):
+        if alive(int(pid)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

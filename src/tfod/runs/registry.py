@@ -7,7 +7,6 @@ run folder lacks is None (shown blank), never an error.
 from __future__ import annotations
 
 import math
-import os
 import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from tfod import atomic
 from tfod.errors import TfodError
 from tfod.runs.rundir import EXPERIMENT_YAML, RunDir
 
@@ -156,19 +156,9 @@ def _status(state: dict[str, Any]) -> str | None:
     process = state.get("process") or {}
     if status == "running" and process.get("host") == socket.gethostname():
         pid = process.get("pid")
-        if isinstance(pid, int) and not _alive(pid):
+        if isinstance(pid, int) and not atomic.alive(pid):
             return CRASHED
     return status
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _duration(sessions: list[dict[str, Any]]) -> float | None:
