@@ -8,50 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPORT, WITH_FALLBACKS, stand_in
 from tfod.export.edgetpu import compile_for_edgetpu, gate
 
-# What Coral's compiler 16 prints with --show_operations (its operator table as documented at
-# https://coral.ai/docs/edgetpu/compiler/), for a model whose ops all map but the post-processing.
-REPORT = """Edge TPU Compiler version 16.0.384591198
-Started a compilation timeout timer of 180 seconds.
-
-Model compiled successfully in 1163 ms.
-
-Input model: model_int8.tflite
-Input size: 2.89MiB
-Output model: model_int8_edgetpu.tflite
-Output size: 3.11MiB
-Number of Edge TPU subgraphs: 1
-Total number of operations: {total}
-Operation log: model_int8_edgetpu.log
-
-Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model will instead run on the CPU, which is slower. If possible, consider updating your model to use only operations supported by the Edge TPU. For details, visit g.co/coral/model-reqs.
-Number of operations that will run on Edge TPU: {tpu}
-Number of operations that will run on CPU: {cpu}
-
-Operator                       Count      Status
-
-CONV_2D                        40         Mapped to Edge TPU
-DEPTHWISE_CONV_2D              17         Mapped to Edge TPU
-CUSTOM                         1          Operation is working on an unsupported data type
-{extra}
-Compilation child process completed within timeout period.
-Compilation succeeded!
-"""
 MAPPED_BUT_POSTPROCESSING = REPORT.format(total=58, tpu=57, cpu=1, extra="")
-WITH_FALLBACKS = REPORT.format(
-    total=60, tpu=57, cpu=3,
-    extra="RESIZE_NEAREST_NEIGHBOR        2          Operation is otherwise supported, but not mapped due to some unspecified limitation",
-)  # fmt: skip
-
-
-def stand_in(report: str) -> str:
-    """A stand-in `edgetpu_compiler --show_operations --out_dir DIR MODEL` printing `report`."""
-    return (
-        '#!/bin/sh\necho "$@" > "$3/args.txt"\n'
-        'cp "$4" "$3/$(basename "$4" .tflite)_edgetpu.tflite"\n'
-        f"cat <<'EOF'\n{report}EOF\n"
-    )
 
 
 STAND_IN = stand_in(MAPPED_BUT_POSTPROCESSING)

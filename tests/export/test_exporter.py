@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers import matched
 from tfod.atomic import TMP_PREFIX
 from tfod.data.demo import draw_scene
 from tfod.data.labelmap import read_label_map
@@ -29,28 +30,6 @@ ARTEFACTS = {
 
 def _manifest(run: Path) -> dict[str, Any]:
     return dict(json.loads((run / "export" / "export.json").read_text(encoding="utf-8")))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    y0, x0 = max(a[0], b[0]), max(a[1], b[1])
-    y1, x1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, y1 - y0) * max(0.0, x1 - x0)
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / area) if area > 0 else 0.0
-
-
-def _matched(reference: Detections, other: Detections, iou: float, score: float) -> float:
-    """Fraction of `reference` detections that `other` has too: same class, overlapping box,
-    close score."""
-    hits = 0
-    for box, ref_score, cls in zip(
-        reference.boxes, reference.scores, reference.classes, strict=True
-    ):
-        hits += any(
-            c == cls and _iou(box, b) >= iou and abs(s - ref_score) <= score
-            for b, s, c in zip(other.boxes, other.scores, other.classes, strict=True)
-        )
-    return hits / len(reference.scores)
 
 
 def test_best_falls_back_to_latest_before_any_evaluation(tmp_path: Path) -> None:
@@ -179,7 +158,7 @@ def test_float_tflite_detects_what_the_checkpoint_does(
     strong = reference.above(0.2)
     assert len(strong.scores) > 0, "the trained fixture should find something on the image"
     got = TFLiteModel(exported_run / "export" / f"model_{quant}.tflite").detect(image)
-    assert _matched(strong, got, iou=iou, score=score) == 1.0
+    assert matched(strong, got, iou=iou, score=score) == 1.0
     assert got.boxes.min() >= 0 and got.boxes[:, [1, 3]].max() <= image.shape[1]
 
 
@@ -195,7 +174,7 @@ def test_int8_tflite_is_full_integer_with_float_io_and_still_detects(
     outputs = model._runner.get_output_details()
     assert all(o["dtype"] == np.float32 for o in outputs.values())  # num_detections unsaturated
     got = model.detect(image)
-    assert _matched(reference.above(0.2), got, iou=0.7, score=0.15) >= 0.5
+    assert matched(reference.above(0.2), got, iou=0.7, score=0.15) >= 0.5
 
 
 @pytest.mark.slow
@@ -221,7 +200,7 @@ def test_tflite_nms_is_per_class_over_real_classes(
 def test_an_edge_tpu_model_over_its_cpu_ops_fails_the_export_and_keeps_the_artefacts(
     exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.export.test_edgetpu import WITH_FALLBACKS, stand_in
+    from tests.helpers import WITH_FALLBACKS, stand_in
     from tfod.export.exporter import export
 
     bin_dir = tmp_path / "bin"

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.export.test_exporter import _matched
-from tests.robustness.test_bad_inputs import run_tfod
+from tests.helpers import matched, run_tfod
 from tfod.data.demo import draw_scene
 from tfod.errors import TfodError
 from tfod.predict import models
@@ -158,7 +157,7 @@ def test_a_detector_xnnpack_cannot_run_runs_on_litert_kernels_and_says_so(
     # box it suppressed overlaps the one it kept by more than its IoU threshold, 0.5. (Such a
     # swap left one box at IoU 0.79, which failed a CI run that matched at 0.8.)
     expected = found.above(float(np.sort(found.scores)[-3]))
-    assert _matched(expected, fallback.detect(image), iou=0.5, score=0.05) == 1.0
+    assert matched(expected, fallback.detect(image), iou=0.5, score=0.05) == 1.0
     note = _describe({"format": "tflite", "method": "post-training"}, fallback.delegate_problem)
     assert note == (
         "post-training, XNNPACK cannot prepare it (test): scored and timed on LiteRT's "

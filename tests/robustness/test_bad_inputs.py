@@ -4,45 +4,17 @@ already at --out is untouched when the command fails, and no temporary file surv
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.data.sources import WRITERS
+from tests.helpers import run_tfod, snapshot
 from tests.robustness.corpus import CASES, Case
 from tfod.atomic import TMP_PREFIX
-from tfod.cli import main
 from tfod.data.convert import ConvertOptions, convert
-
-
-def run_tfod(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run `tfod ARGS` in this process, as the console script does; (exit status, stderr)."""
-    argv = sys.argv
-    sys.argv = ["tfod", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.err + captured.out
-
-
-def snapshot(root: Path, skip: Path | None = None) -> dict[str, str]:
-    """Every file under `root` (links followed once) -> sha256 of its bytes."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if skip is not None and path.is_relative_to(skip):
-            continue
-        if path.is_file():
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -22,29 +22,13 @@ import pytest
 
 from tests.conftest import smoke_config
 from tests.data.sources import jpeg_bytes
-from tests.robustness.test_bad_inputs import run_tfod, snapshot
+from tests.helpers import run_tfod, snapshot, spawn, wait_for
 from tfod.atomic import TMP_PREFIX
 from tfod.cli import EXIT_STOPPED
 from tfod.config.schema import dump_config
 from tfod.data.convert import ConvertOptions, convert
 from tfod.errors import TfodError
 from tfod.runs.rundir import RunDir
-
-
-def _spawn(*args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tfod", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TFOD_PROGRESS_SECONDS": "0", **env},
-    )  # fmt: skip
-
-
-def _wait_for(condition: Callable[[], object], what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:
@@ -87,14 +71,14 @@ def test_kill_9_of_convert_kills_its_workers_and_the_next_run_cleans_up(
     out = tmp_path / "out"
     convert(_big_coco(tmp_path / "small", 2), out, ConvertOptions(workers=1, progress=False))
     kept = snapshot(out)
-    proc = _spawn("data", "convert", str(src), "--out", str(out), "--workers", "2")
+    proc = spawn("data", "convert", str(src), "--out", str(out), "--workers", "2")
     parent = psutil.Process(proc.pid)
-    _wait_for(lambda: len(parent.children()) >= 2, "the worker processes", 120)
+    wait_for(lambda: len(parent.children()) >= 2, "the worker processes", 120)
     workers = [c.pid for c in parent.children(recursive=True)]
     time.sleep(0.5)
     proc.kill()
     proc.wait()
-    _wait_for(lambda: not any(_alive(pid) for pid in workers), "the workers to die", 20)
+    wait_for(lambda: not any(_alive(pid) for pid in workers), "the workers to die", 20)
 
     assert snapshot(out) == kept, "the dataset already at --out was touched"
     assert _leftovers(tmp_path), "the killed convert was not mid-way (nothing to clean up)"
@@ -197,8 +181,8 @@ def test_sigterm_stops_resumably_a_second_trainer_is_refused_and_kill_9_resumes(
     run = RunDir(runs / "faults")
     step = lambda: int(run.read().get("step", 0))  # noqa: E731
 
-    first = _spawn("train", str(config), "--runs-dir", str(runs), "--no-eval")
-    _wait_for(lambda: step() >= 4, "the first checkpoint")
+    first = spawn("train", str(config), "--runs-dir", str(runs), "--no-eval")
+    wait_for(lambda: step() >= 4, "the first checkpoint")
     first.send_signal(signal.SIGTERM)
     output = first.communicate(timeout=120)[0]
     assert first.returncode == EXIT_STOPPED, output
@@ -207,22 +191,22 @@ def test_sigterm_stops_resumably_a_second_trainer_is_refused_and_kill_9_resumes(
     stopped_at = step()
     assert run.read()["status"] == "stopped" and stopped_at in run.checkpoints()
 
-    second = _spawn("train", str(config), "--runs-dir", str(runs), "--no-eval")
-    _wait_for(lambda: "pid" in (run.path / ".lock").read_text(), "the second trainer's lock")
-    _wait_for(lambda: f"pid {second.pid}" in (run.path / ".lock").read_text(), "the lock")
+    second = spawn("train", str(config), "--runs-dir", str(runs), "--no-eval")
+    wait_for(lambda: "pid" in (run.path / ".lock").read_text(), "the second trainer's lock")
+    wait_for(lambda: f"pid {second.pid}" in (run.path / ".lock").read_text(), "the lock")
     intruder = subprocess.run(
         [sys.executable, "-m", "tfod", "train", str(config), "--runs-dir", str(runs)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert intruder.returncode == 1 and "Traceback" not in intruder.stderr
     assert f"pid {second.pid} on host" in intruder.stderr, intruder.stderr
-    _wait_for(lambda: max(run.checkpoints(), default=0) > stopped_at, "a checkpoint after resuming")
+    wait_for(lambda: max(run.checkpoints(), default=0) > stopped_at, "a checkpoint after resuming")
     second.kill()
     second.wait()
     last = max(run.checkpoints())
     assert run.read()["status"] == "running"  # what a kill -9 leaves; the lock is gone with it
 
-    third = _spawn(
+    third = spawn(
         "train", str(config), "--runs-dir", str(runs), "--no-eval", "--steps", str(last + 4)
     )
     output = third.communicate(timeout=300)[0]
@@ -376,8 +360,8 @@ def test_kill_9_of_export_keeps_the_previous_export_and_the_next_cleans_up(
     (previous / "export.json").write_text(json.dumps(manifest))
     kept = snapshot(previous)
 
-    proc = _spawn("export", str(run), "--format", "tflite", "--quant", "fp32")
-    _wait_for(lambda: _leftovers(run), "the export's temporary folder", 120)
+    proc = spawn("export", str(run), "--format", "tflite", "--quant", "fp32")
+    wait_for(lambda: _leftovers(run), "the export's temporary folder", 120)
     time.sleep(2)
     proc.kill()
     proc.wait()

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from tests.data.sources import jpeg_bytes
+from tests.helpers import run_tfod
 from tests.robustness.corpus import _png_header
-from tests.robustness.test_bad_inputs import run_tfod
 
 LABEL_MAP = "item { id: 1 name: 'cat' }\n"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.robustness.test_bad_inputs import run_tfod
+from tests.helpers import run_tfod
 from tests.zoo.server import ZooServer, serve
 from tfod.errors import TfodError
 from tfod.zoo import archive, cache, download

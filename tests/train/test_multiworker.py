@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import smoke_config
-from tests.robustness.test_faults import _wait_for
+from tests.helpers import wait_for
 from tfod.cli import EXIT_STOPPED
 from tfod.config.schema import dump_config
 from tfod.runs.plots import loss_history
@@ -100,7 +100,7 @@ def test_two_workers_stop_resume_and_train_like_one(
     config, runs = project
     run = RunDir(runs / "mw")
     first = Cluster(config, runs)
-    _wait_for(lambda: _step(run) >= 10, "step 10")
+    wait_for(lambda: _step(run) >= 10, "step 10")
     first.worker.send_signal(signal.SIGTERM)  # a stop asked of one worker stops them all
     (chief_code, chief_out), (worker_code, worker_out) = first.wait()
     assert (chief_code, worker_code) == (EXIT_STOPPED, EXIT_STOPPED), chief_out + worker_out
@@ -141,7 +141,7 @@ def test_a_dead_worker_stops_the_chief_and_the_same_command_resumes(
     config, runs = project
     run = RunDir(runs / "mw")
     first = Cluster(config, runs)
-    _wait_for(lambda: run.exists() and run.checkpoints(), "a checkpoint")
+    wait_for(lambda: run.exists() and run.checkpoints(), "a checkpoint")
     first.worker.kill()
     (chief_code, chief_out), _ = first.wait(timeout=300)
     assert chief_code == 1

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import smoke_config
-from tests.export.test_exporter import _matched
-from tests.robustness.test_bad_inputs import run_tfod
-from tests.robustness.test_faults import _spawn, _wait_for
+from tests.helpers import matched, run_tfod, spawn, wait_for
 from tfod.cli import EXIT_STOPPED
 from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.schema import QatSection
@@ -63,8 +61,8 @@ def qat_run(float_parent: Path) -> Path:
 
     run = RunDir(float_parent.parent / "float-qat")
     step = lambda: int(run.read().get("step", 0))  # noqa: E731
-    first = _spawn("qat", str(float_parent), "--steps", "400")
-    _wait_for(lambda: step() >= 10, "the first QAT steps", timeout=600)
+    first = spawn("qat", str(float_parent), "--steps", "400")
+    wait_for(lambda: step() >= 10, "the first QAT steps", timeout=600)
     first.send_signal(signal.SIGTERM)
     output = first.communicate(timeout=300)[0]
     assert first.returncode == EXIT_STOPPED, output
@@ -72,7 +70,7 @@ def qat_run(float_parent: Path) -> Path:
     stopped_at = step()
     assert stopped_at in run.checkpoints()
 
-    second = _spawn("qat", str(float_parent), "--steps", str(stopped_at + 20))
+    second = spawn("qat", str(float_parent), "--steps", str(stopped_at + 20))
     output = second.communicate(timeout=900)[0]
     assert second.returncode == 0, output
     assert f"Resuming from step {stopped_at}" in output
@@ -250,7 +248,7 @@ def _agreement(reference: Any, other: Any, run: Path) -> float:
     for _, image in validation_images(load_experiment(RunDir(run))):
         strong = reference.detect(image).above(0.05)
         if len(strong.scores):
-            found += _matched(strong, other.detect(image), iou=0.6, score=0.15) * len(strong.scores)
+            found += matched(strong, other.detect(image), iou=0.6, score=0.15) * len(strong.scores)
             total += len(strong.scores)
     assert total > 0, "the QAT fixture should find something on the validation images"
     return found / total

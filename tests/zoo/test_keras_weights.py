@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import smoke_config
-from tests.robustness.test_bad_inputs import run_tfod
+from tests.helpers import run_tfod
 from tests.zoo.server import serve
 from tfod.errors import TfodError
 from tfod.zoo import catalog

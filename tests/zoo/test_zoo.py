@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import smoke_config
 from tests.data.sources import WRITERS
-from tests.robustness.test_bad_inputs import run_tfod
+from tests.helpers import run_tfod
 from tests.zoo.server import ZooServer, serve
 from tfod.data.convert import ConvertOptions, convert
 from tfod.errors import TfodError
