@@ -249,13 +249,14 @@ def test_a_full_disk_during_training_is_not_taken_for_out_of_memory(
     import tensorflow as tf
 
     from tfod.train import trainer
+    from tfod.train.loop import TrainingLoop
 
     def full_disk(*args: object, **kw: object) -> None:
         raise tf.errors.ResourceExhaustedError(
             None, None, "ckpt-4.data-00000-of-00001.tempstate; No space left on device"
         )
 
-    monkeypatch.setattr(trainer, "_run", full_disk)
+    monkeypatch.setattr(TrainingLoop, "train", full_disk)
     config = smoke_config(demo_data, name="faults", train={"batch_size": 8, "steps": 4})
     with pytest.raises(TfodError, match=r"the disk is full .*No space left on device.*resume"):
         trainer.train(config, tmp_path / "runs", progress=False)

@@ -9,7 +9,8 @@ import pytest
 from tests.conftest import smoke_config
 from tfod.config.schema import EarlyStop
 from tfod.runs.rundir import FINISHED, RunDir
-from tfod.train.trainer import plateau_reason, train
+from tfod.train.early_stop import plateau_reason
+from tfod.train.trainer import train
 
 
 def _rows(*values: float) -> list[dict[str, object]]:

@@ -166,14 +166,15 @@ def test_a_failing_worker_prints_the_end_of_its_log_before_its_folder_goes(
     from tfod.data.convert import load_summary
     from tfod.train import trainer
     from tfod.train.cluster import Placement, read_tf_config
+    from tfod.train.loop import Job, TrainingLoop
 
     def failing_run(*_: object) -> None:
         os.write(2, b"E0000 collective_ops: [the reason] the chief is down\n")
         raise RuntimeError("training failed")
 
-    monkeypatch.setattr(trainer, "_run", failing_run)
+    monkeypatch.setattr(TrainingLoop, "train", failing_run)
     cluster = read_tf_config({"TF_CONFIG": local_tf_configs(2)[1]})
-    job = trainer._Job(Placement("multi_worker", 0, cluster))
+    job = Job(Placement("multi_worker", 0, cluster))
     config = smoke_config(demo_data, name="mw", train={"batch_size": 8, "steps": 4})
     with pytest.raises(RuntimeError, match="training failed"):
         trainer._train_worker(

@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tfod import atomic, lockfile
 from tfod.errors import TfodError, describe
 
@@ -237,6 +239,12 @@ class RunDir:
             lines += [f'all_model_checkpoint_paths: "{name}"\n' for name in kept]
             atomic.write_text(self.path / "checkpoint", "".join(lines))
         return moved
+
+    def write_experiment(self, experiment: Any) -> None:
+        """experiment.yaml: the resolved Model Garden config; only the trainer writes it."""
+        atomic.write_text(
+            self.path / EXPERIMENT_YAML, yaml.safe_dump(experiment.as_dict(), sort_keys=False)
+        )
 
     def keep_best(self, step: int, prefix: Path, metric: str, value: float) -> bool:
         """Copy checkpoint `prefix` into best/ if `value` beats the best so far; True if it did."""

@@ -11,11 +11,15 @@ fitted plan.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tfod.config.experiment import Plan, make_plan
+from tfod.config.schema import TfodConfig
+from tfod.console import console
 from tfod.errors import TfodError
 
 MIN_BUDGET_SECONDS = 60.0  # building and tracing a detector alone takes tens of seconds
@@ -172,3 +176,33 @@ class LoopClock:
         left = self.budget - now.elapsed - TAIL_SECONDS
         better = steps_within(left, now, eval_every, per_loop)
         return better if abs(better - end) >= max(per_loop, 0.02 * end) else end
+
+
+def fit_plan(
+    config: TfodConfig,
+    summary: dict[str, Any],
+    plan: Plan,
+    calibration: Calibration,
+) -> tuple[Plan, dict[str, Any]]:
+    """The plan that ends on time (the built model keeps its batch-norm momentum) and the
+    run.json record of how it was fitted."""
+    assert plan.time_budget is not None
+    end = fit(plan.time_budget, calibration, plan.steps_per_loop)
+    fitted = make_plan(
+        config, summary, batch_size=plan.batch_size, steps=end.steps, eval_every=end.eval_every
+    )
+    new_plan = dataclasses.replace(fitted, norm_momentum=plan.norm_momentum)
+    c = calibration
+    console.print(
+        f"Time budget {plan.time_budget / 60:.1f} min: after {c.elapsed:.0f} s, "
+        f"{c.steps_per_second:.2f} steps/s and ~{c.eval_seconds:.1f} s per evaluation: training "
+        f"to step {end.steps} with {end.evaluations} evaluation(s) (every {end.eval_every}), "
+        f"warmup {new_plan.warmup_steps}, cosine decay to the last step; the end is re-fitted "
+        "to the measured rate as it goes"
+    )
+    record = {
+        "budget_seconds": plan.time_budget,
+        "calibration": calibration.as_dict(),
+        "fitted_steps": end.steps,
+    }
+    return new_plan, record

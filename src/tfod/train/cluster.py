@@ -19,6 +19,7 @@ run folder; every other worker trains in a private temporary folder and writes n
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -324,3 +325,23 @@ def local_tf_configs(workers: int) -> list[str]:
         json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
         for index in range(workers)
     ]
+
+
+def any_worker(strategy: Any, flag: bool) -> bool:
+    """True on every worker when `flag` is true on any of them (a cross-worker all-reduce, so
+    every worker must call it at the same point)."""
+    import tensorflow as tf
+
+    return bool(_sum_over_workers(strategy)(tf.constant(float(flag))).numpy() > 0)
+
+
+@functools.cache
+def _sum_over_workers(strategy: Any) -> Any:
+    import tensorflow as tf
+
+    @tf.function  # type: ignore[untyped-decorator]
+    def total(value: Any) -> Any:
+        per_replica = strategy.run(tf.identity, args=(value,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return total
