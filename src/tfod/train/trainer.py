@@ -168,20 +168,7 @@ def _train_locked(
     progress: bool,
     job: Job,
 ) -> TrainResult:
-    batch_search = None
-    if batch_size is None:  # a resumed run keeps the batch it found or fell back to
-        batch_size = (
-            (run.read().get("plan") or {}).get("batch_size")
-            if _auto_or_recovered(run, config)
-            else None
-        )
-    if batch_size is None and config.train.batch_size == "auto":
-        batch_search = _search_batch(config, summary, steps, run)
-        batch_size = batch_search.batch
-    plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
-    fitted = _fitted_time_budget(run, config) if steps is None else None
-    if fitted is not None:
-        plan = dataclasses.replace(plan, **fitted)
+    plan, batch_search, fitted = _plan_run(config, summary, run, steps, batch_size)
     experiment = build_experiment(config, plan)
     raise_on_errors(run_checks(config, plan, summary, experiment, job.placement), console)
     calibrate = plan.time_budget is not None and fitted is None and steps is None
@@ -203,6 +190,71 @@ def _train_locked(
         )
     atomic.write_text(run.path / CONFIG_COPY, dump_config(config))
     run.write_experiment(experiment)
+    record = {"qat": qat_state} if qat_state else {}
+    if batch_search:
+        record["batch_search"] = batch_search.as_dict()
+    sessions = _record_start(run, config, plan, inline_eval, job, **record)
+    _announce(run, config, plan, experiment, calibrate, job, qat_state)
+    status, step, last_eval = "failed", 0, None
+    try:
+        step, last_eval = _train_recovering(
+            config, plan, experiment, run, job, summary, inline_eval, progress, calibrate
+        )
+        status = FINISHED
+    except KeyboardInterrupt:
+        status = "interrupted"  # a second Ctrl-C: no checkpoint of the last steps
+        raise
+    except EarlyStopped as reason:
+        status, step = FINISHED, int(run.read().get("step", 0))
+        run.update(early_stopped={"step": step, "reason": str(reason)})
+        console.print(f"[green]Stopped early at step {step}:[/green] {reason}.")
+        last_eval = next((r for r in reversed(run.metrics()) if r.get("step") == step), None)
+    except StopRequested:
+        status = "stopped"
+        step = int(run.read().get("step", 0))
+        console.print(
+            f"[yellow]Stopped at step {step}; checkpoint saved.[/yellow] Run the same command to resume."
+        )
+    finally:
+        sessions = run.read().get("sessions") or sessions  # the loop added its start step
+        sessions[-1].update(ended=now(), status=status)
+        try:
+            run.update(status=status, sessions=sessions, **({"step": step} if step else {}))
+        except OSError as err:  # a full disk: the error being raised says what to do
+            console.print(f"[yellow]warning[/yellow]: could not record the run's status: {err}")
+    _plot(run)
+    return TrainResult(run, status, step, last_eval)
+
+
+def _plan_run(
+    config: TfodConfig,
+    summary: dict[str, Any],
+    run: RunDir,
+    steps: int | None,
+    batch_size: int | None,
+) -> tuple[Plan, Any, dict[str, Any] | None]:
+    """(the plan, the batch-size search if one ran, a resumed timed run's fitted fields)."""
+    batch_search = None
+    if batch_size is None:  # a resumed run keeps the batch it found or fell back to
+        batch_size = (
+            (run.read().get("plan") or {}).get("batch_size")
+            if _auto_or_recovered(run, config)
+            else None
+        )
+    if batch_size is None and config.train.batch_size == "auto":
+        batch_search = _search_batch(config, summary, steps, run)
+        batch_size = batch_search.batch
+    plan = make_plan(config, summary, batch_size=batch_size, steps=steps)
+    fitted = _fitted_time_budget(run, config) if steps is None else None
+    if fitted is not None:
+        plan = dataclasses.replace(plan, **fitted)
+    return plan, batch_search, fitted
+
+
+def _record_start(
+    run: RunDir, config: TfodConfig, plan: Plan, inline_eval: bool, job: Job, **record: Any
+) -> list[dict[str, Any]]:
+    """run.json at the start of a session; returns its sessions, this one last."""
     state = run.read()
     sessions = [*state.get("sessions", []), {"started": now()}]
     run.update(
@@ -215,7 +267,6 @@ def _train_locked(
         seed=config.train.seed,
         dataset={"dir": str(config.data.dir), "fingerprint": plan.dataset_fingerprint},
         plan=plan.as_dict(),
-        **({"qat": qat_state} if qat_state else {}),
         eval_metric=config.eval.metric,
         evaluator="inline" if inline_eval else "external",
         process={"host": socket.gethostname(), "pid": os.getpid()},
@@ -226,8 +277,20 @@ def _train_locked(
             "per_replica_batch": plan.batch_size // job.placement.replicas,
             "precision": config.train.precision,
         },
-        **({"batch_search": batch_search.as_dict()} if batch_search else {}),
+        **record,
     )
+    return sessions
+
+
+def _announce(
+    run: RunDir,
+    config: TfodConfig,
+    plan: Plan,
+    experiment: Any,
+    calibrate: bool,
+    job: Job,
+    qat_state: dict[str, Any] | None,
+) -> None:
     length = (
         f"a time budget of {config.train.time} (steps fitted after measuring the first ones)"
         if calibrate
@@ -246,53 +309,41 @@ def _train_locked(
             f"{'FPN, ' if experiment.task.quantization.quantize_detection_decoder else ''}"
             f"head fake-quantized to int8; activation ranges averaged at {qat_state['range_decay']}"
         )
-    status, step, last_eval = "failed", 0, None
-    try:
-        while True:
-            try:
-                with native_output_to(run.path / "train.log"), _stop_signals() as stop:
-                    loop = TrainingLoop(
-                        config, plan, experiment, run, stop, job, summary,
-                        inline_eval, progress, calibrate,
-                    )  # fmt: skip
-                    step, last_eval = loop.train()
-                break
-            except Exception as err:
-                if batch_size_search.is_disk_full(err):
-                    raise TfodError(
-                        f"the disk is full ({describe(err)}); nothing was changed: free some "
-                        "space and run the same command to resume from the last checkpoint",
-                        run.path,
-                    ) from None
-                if job.placement.cluster is not None and _peer_lost(err):
-                    raise _peer_lost_error(run, err) from None
-                if not batch_size_search.is_oom(err):
-                    raise
-                plan, experiment = _recover_from_oom(config, plan, run)
-        status = FINISHED
-    except KeyboardInterrupt:
-        status = "interrupted"  # a second Ctrl-C: no checkpoint of the last steps
-        raise
-    except EarlyStopped as reason:
-        status, step = FINISHED, int(run.read().get("step", 0))
-        run.update(early_stopped={"step": step, "reason": str(reason)})
-        console.print(f"[green]Stopped early at step {step}:[/green] {reason}.")
-        last_eval = next((r for r in reversed(run.metrics()) if r.get("step") == step), None)
-    except StopRequested:
-        status = "stopped"
-        step = int(run.read().get("step", 0))
-        console.print(
-            f"[yellow]Stopped at step {step}; checkpoint saved.[/yellow] Run the same command to resume."
-        )
-    finally:
-        sessions = run.read().get("sessions") or sessions  # _run added this session's start step
-        sessions[-1].update(ended=now(), status=status)
+
+
+def _train_recovering(
+    config: TfodConfig,
+    plan: Plan,
+    experiment: Any,
+    run: RunDir,
+    job: Job,
+    summary: dict[str, Any],
+    inline_eval: bool,
+    progress: bool,
+    calibrate: bool,
+) -> tuple[int, dict[str, Any] | None]:
+    """The training loop, again at half the batch after an out-of-memory error; a full disk or a
+    lost peer becomes one clear error."""
+    while True:
         try:
-            run.update(status=status, sessions=sessions, **({"step": step} if step else {}))
-        except OSError as err:  # a full disk: the error being raised says what to do
-            console.print(f"[yellow]warning[/yellow]: could not record the run's status: {err}")
-    _plot(run)
-    return TrainResult(run, status, step, last_eval)
+            with native_output_to(run.path / "train.log"), _stop_signals() as stop:
+                loop = TrainingLoop(
+                    config, plan, experiment, run, stop, job, summary,
+                    inline_eval, progress, calibrate,
+                )  # fmt: skip
+                return loop.train()
+        except Exception as err:
+            if batch_size_search.is_disk_full(err):
+                raise TfodError(
+                    f"the disk is full ({describe(err)}); nothing was changed: free some "
+                    "space and run the same command to resume from the last checkpoint",
+                    run.path,
+                ) from None
+            if job.placement.cluster is not None and _peer_lost(err):
+                raise _peer_lost_error(run, err) from None
+            if not batch_size_search.is_oom(err):
+                raise
+            plan, experiment = _recover_from_oom(config, plan, run)
 
 
 _FITTED = ("steps", "eval_every", "checkpoint_every", "warmup_steps", "norm_momentum")
