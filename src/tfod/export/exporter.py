@@ -114,16 +114,7 @@ def export(
     parent = float_parent(run)
     formats = formats or list(FORMATS)
     quants = quants or (["int8"] if parent else list(QUANTS))
-    if calibration_images < 1:
-        raise TfodError("--calibration-images must be at least 1")
-    if io not in IO_TYPES:
-        raise TfodError(f"--io takes one of {', '.join(IO_TYPES)}; got {io!r}")
-    if parent is not None and quants != ["int8"]:
-        raise TfodError(
-            "a QAT run exports --quant int8 only (its weights are trained as int8 values); "
-            f"export fp32 or fp16 from its float parent, {run.read()['qat']['parent']}",
-            run.path,
-        )
+    _check_options(run, parent, quants, calibration_images, io)
     say = on_step or (lambda _: None)
     step, prefix, chosen = pick_checkpoint(run, checkpoint)
     experiment = load_experiment(run)
@@ -148,15 +139,7 @@ def export(
         names = [c["name"] for c in summary["classes"]]
         atomic.write_text(out / "labels.txt", "".join(f"{name}\n" for name in names))
         if {"saved_model", "onnx"} & set(formats):
-            say(f"SavedModel from {prefix.name}")
-            saved = _saved_model(experiment, prefix, size, out)
-            if "saved_model" in formats:
-                manifest["artefacts"].append(saved)
-            if "onnx" in formats:
-                say(f"ONNX (opset {ONNX_OPSET}) from the SavedModel, by tf2onnx")
-                manifest["artefacts"].append(_onnx(out / SAVED_MODEL, out))
-            if "saved_model" not in formats:
-                shutil.rmtree(out / SAVED_MODEL)
+            manifest["artefacts"] += _serving_formats(experiment, prefix, size, formats, out, say)
         if "tflite" in formats:
             train_images = int(summary["splits"].get("train", {}).get("images", 0))
             calibration = min(calibration_images, train_images)
@@ -170,17 +153,59 @@ def export(
                 )
             manifest["artefacts"].extend(tflite)
             if "int8" in quants:
-                manifest["edgetpu"] = edgetpu.compile_for_edgetpu(out / tflite_name("int8"), say)
-                if manifest["edgetpu"].get("artefact"):
-                    manifest["artefacts"].append(manifest["edgetpu"].pop("artefact"))
-                failed = edgetpu.gate(manifest["edgetpu"], max_cpu_ops)
-                if failed:
-                    manifest["edgetpu"]["gate"] = failed
+                _edgetpu(manifest, out, max_cpu_ops, say)
         _carry_over(run, manifest, out, say)
         atomic.write_json(out / EXPORT_JSON, manifest)
     if manifest.get("edgetpu", {}).get("gate"):  # after the export is in place: it is kept
         raise TfodError(manifest["edgetpu"]["gate"], run.path / EXPORT)
     return manifest
+
+
+def _check_options(
+    run: RunDir, parent: RunDir | None, quants: list[str], calibration_images: int, io: str
+) -> None:
+    if calibration_images < 1:
+        raise TfodError("--calibration-images must be at least 1")
+    if io not in IO_TYPES:
+        raise TfodError(f"--io takes one of {', '.join(IO_TYPES)}; got {io!r}")
+    if parent is not None and quants != ["int8"]:
+        raise TfodError(
+            "a QAT run exports --quant int8 only (its weights are trained as int8 values); "
+            f"export fp32 or fp16 from its float parent, {run.read()['qat']['parent']}",
+            run.path,
+        )
+
+
+def _serving_formats(
+    experiment: Any,
+    prefix: Path,
+    size: list[int],
+    formats: list[str],
+    out: Path,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The SavedModel and/or its ONNX conversion (which needs the SavedModel written first)."""
+    say(f"SavedModel from {prefix.name}")
+    saved = _saved_model(experiment, prefix, size, out)
+    artefacts = [saved] if "saved_model" in formats else []
+    if "onnx" in formats:
+        say(f"ONNX (opset {ONNX_OPSET}) from the SavedModel, by tf2onnx")
+        artefacts.append(_onnx(out / SAVED_MODEL, out))
+    if "saved_model" not in formats:
+        shutil.rmtree(out / SAVED_MODEL)
+    return artefacts
+
+
+def _edgetpu(
+    manifest: dict[str, Any], out: Path, max_cpu_ops: int | None, say: Callable[[str], None]
+) -> None:
+    """The Edge TPU model of the int8 TFLite, when the compiler is installed, and its gate."""
+    manifest["edgetpu"] = edgetpu.compile_for_edgetpu(out / tflite_name("int8"), say)
+    if manifest["edgetpu"].get("artefact"):
+        manifest["artefacts"].append(manifest["edgetpu"].pop("artefact"))
+    failed = edgetpu.gate(manifest["edgetpu"], max_cpu_ops)
+    if failed:
+        manifest["edgetpu"]["gate"] = failed
 
 
 def _carry_over(

@@ -181,41 +181,7 @@ def verify(
     note = "QAT, fake-quantized" if parent is not None else ""
     rows.append(run_one(checkpoint_model(experiment, prefix, labels, name), None, note))
     for artefact in manifest["artefacts"]:
-        path = export_dir / artefact["file"]
-        if artefact["quantization"] == "int8_edgetpu":
-            nan = float("nan")
-            split = (
-                f"{artefact.get('tpu_ops')} ops on the TPU, {artefact.get('cpu_ops')} on the CPU"
-            )
-            note = f"{split}; needs an Edge TPU to run; its int8 source is verified above"
-            rows.append(
-                Verified(artefact["file"], artefact["bytes"], nan, nan, nan, nan, nan, nan, note)
-            )
-            continue
-        try:
-            if artefact["format"] == "saved_model":
-                model: DetectionModel = saved_model(path, labels)
-                note = _describe(artefact)
-            elif artefact["format"] == "onnx":
-                model = onnx_model(path, labels)
-                note = f"ONNX Runtime, opset {artefact.get('opset')}"
-            else:
-                model = TFLiteModel(path, labels)
-                note = _describe(artefact, model.delegate_problem)
-            rows.append(run_one(model, artefact["bytes"], note))
-        except (TfodError, RuntimeError, ValueError) as err:  # a broken artefact scores 0
-            rows.append(_failed(artefact["file"], artefact["bytes"], err, rows[0].ap))
-        if artefact["format"] == "tflite" and artefact.get("metadata"):
-            name = f"{artefact['file']} · MediaPipe"
-            try:
-                with MediaPipeModel(path, labels) as tasks:
-                    rows.append(
-                        run_one(
-                            tasks, artefact["bytes"], f"{artefact['metadata']}, as apps load it"
-                        )
-                    )
-            except TfodError as err:
-                rows.append(_failed(name, artefact["bytes"], err, rows[0].ap))
+        rows += _artefact_rows(artefact, export_dir / artefact["file"], labels, run_one, rows[0].ap)
     document = {
         "created": now(),
         "threshold": threshold,
@@ -228,6 +194,44 @@ def verify(
     manifest["per_class_delta_ap"] = document["per_class_delta_ap"]
     atomic.write_json(export_dir / EXPORT_JSON, manifest)
     return rows, len(images)
+
+
+def _artefact_rows(
+    artefact: dict[str, Any],
+    path: Path,
+    labels: dict[int, str],
+    run_one: Callable[[DetectionModel, int | None, str], Verified],
+    reference_ap: float,
+) -> list[Verified]:
+    """An artefact's row as tfod's own runtime scores it, and a TFLite model with metadata's row
+    as MediaPipe Tasks scores it; an Edge TPU model's op split (it needs the TPU to run)."""
+    size = artefact["bytes"]
+    if artefact["quantization"] == "int8_edgetpu":
+        nan = float("nan")
+        split = f"{artefact.get('tpu_ops')} ops on the TPU, {artefact.get('cpu_ops')} on the CPU"
+        note = f"{split}; needs an Edge TPU to run; its int8 source is verified above"
+        return [Verified(artefact["file"], size, nan, nan, nan, nan, nan, nan, note)]
+    rows = []
+    try:
+        if artefact["format"] == "saved_model":
+            model: DetectionModel = saved_model(path, labels)
+            note = _describe(artefact)
+        elif artefact["format"] == "onnx":
+            model = onnx_model(path, labels)
+            note = f"ONNX Runtime, opset {artefact.get('opset')}"
+        else:
+            model = TFLiteModel(path, labels)
+            note = _describe(artefact, model.delegate_problem)
+        rows.append(run_one(model, size, note))
+    except (TfodError, RuntimeError, ValueError) as err:  # a broken artefact scores 0
+        rows.append(_failed(artefact["file"], size, err, reference_ap))
+    if artefact["format"] == "tflite" and artefact.get("metadata"):
+        try:
+            with MediaPipeModel(path, labels) as tasks:
+                rows.append(run_one(tasks, size, f"{artefact['metadata']}, as apps load it"))
+        except TfodError as err:
+            rows.append(_failed(f"{artefact['file']} · MediaPipe", size, err, reference_ap))
+    return rows
 
 
 def _failed(name: str, size: int, err: Exception, reference_ap: float) -> Verified:

@@ -3,6 +3,7 @@ head), as the QAT task trains it and the QAT serving module exports it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -46,25 +47,13 @@ def copy_float_weights(float_model: Any, quantized: Any) -> None:
     Raises:
         ValueError: a float layer with weights found no place in `quantized`.
     """
-    import re
-
     import tf_keras
 
-    def inner(layer: Any) -> Any:
-        while hasattr(layer, "layer"):
-            layer = layer.layer
-        return layer
-
-    def order(layer: Any) -> int:
-        match = re.search(r"_(\d+)$", layer.name)
-        return int(match.group(1)) if match else 0
-
-    def variable(wrapper: Any, name: str) -> Any:
-        return next(w for w in wrapper.weights if w.name.split("/")[-1] == f"{name}:0")
-
-    by_name = {inner(layer).name: inner(layer) for layer in quantized.layers}
+    by_name = {_unwrapped(layer).name: _unwrapped(layer) for layer in quantized.layers}
     pieces = {
-        kind: sorted((q for q in quantized.layers if type(inner(q)) is kind), key=order)
+        kind: sorted(
+            (q for q in quantized.layers if type(_unwrapped(q)) is kind), key=_creation_order
+        )
         for kind in (tf_keras.layers.DepthwiseConv2D, tf_keras.layers.Conv2D)
     }
     for layer in float_model.layers:
@@ -75,21 +64,44 @@ def copy_float_weights(float_model: Any, quantized: Any) -> None:
             continue
         if not isinstance(layer, tf_keras.layers.SeparableConv2D):
             raise ValueError(f"no fake-quantized twin of {layer.name} to copy its weights into")
-        depthwise, pointwise, *bias = layer.get_weights()
-        targets = []
-        for kind, name, value in (
-            (tf_keras.layers.DepthwiseConv2D, "depthwise_kernel", depthwise),
-            (tf_keras.layers.Conv2D, "kernel", pointwise),
-        ):
-            candidates = pieces[kind]
-            found = next(
-                (w for w in candidates if tuple(variable(w, name).shape) == value.shape), None
-            )
-            if found is None:
-                raise ValueError(f"no fake-quantized twin of {layer.name} to copy its weights into")
-            candidates.remove(found)
-            targets.append((found, name, value))
-        for wrapper, name, value in targets:
-            variable(wrapper, name).assign(value)
-        if bias:
-            variable(targets[1][0], "bias").assign(bias[0])
+        _copy_separable(layer, pieces)
+
+
+def _copy_separable(layer: Any, pieces: dict[Any, list[Any]]) -> None:
+    """A SeparableConv2D's kernels (and bias) into the first unused depthwise and pointwise
+    wrappers of `pieces` whose kernels have their shapes; those are then used."""
+    import tf_keras
+
+    depthwise, pointwise, *bias = layer.get_weights()
+    targets = []
+    for kind, name, value in (
+        (tf_keras.layers.DepthwiseConv2D, "depthwise_kernel", depthwise),
+        (tf_keras.layers.Conv2D, "kernel", pointwise),
+    ):
+        candidates = pieces[kind]
+        found = next(
+            (w for w in candidates if tuple(_variable(w, name).shape) == value.shape), None
+        )
+        if found is None:
+            raise ValueError(f"no fake-quantized twin of {layer.name} to copy its weights into")
+        candidates.remove(found)
+        targets.append((found, name, value))
+    for wrapper, name, value in targets:
+        _variable(wrapper, name).assign(value)
+    if bias:
+        _variable(targets[1][0], "bias").assign(bias[0])
+
+
+def _unwrapped(layer: Any) -> Any:
+    while hasattr(layer, "layer"):
+        layer = layer.layer
+    return layer
+
+
+def _creation_order(layer: Any) -> int:
+    match = re.search(r"_(\d+)$", layer.name)
+    return int(match.group(1)) if match else 0
+
+
+def _variable(wrapper: Any, name: str) -> Any:
+    return next(w for w in wrapper.weights if w.name.split("/")[-1] == f"{name}:0")
