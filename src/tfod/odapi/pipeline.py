@@ -408,9 +408,6 @@ def _resolve(raw: str, base: Path) -> tuple[Path | None, str]:
 def _map_inputs(mapper: _Mapper, base: Path) -> dict[int, str] | None:
     """Rows for the input readers, the records they name (`mapper.records`, None when a path is
     missing) and the label map's classes when it can be read."""
-    from tfod.data.labelmap import read_label_map
-    from tfod.odapi.records import expand
-
     config = mapper.config
     labels: dict[int, str] | None = None
     readers = [("train_input_reader", config.train_input_reader)] + [
@@ -421,51 +418,63 @@ def _map_inputs(mapper: _Mapper, base: Path) -> dict[int, str] | None:
             mapper.claim(prefix, UNSUPPORTED, "", "tfod evaluates one validation split: the first")
             continue
         split = "train" if prefix == "train_input_reader" else "val"
-        field_path = f"{prefix}.tf_record_input_reader.input_path"
-        mapper.claimed.add(field_path)
-        for index, raw in enumerate(reader.tf_record_input_reader.input_path):
-            path, problem = _resolve(raw, base)
-            status, why = TO_DO, problem
-            if path is not None:
-                try:
-                    files = expand([str(path)], split)
-                    status, why = MAPPED, f"{len(files)} file(s) found"
-                    if mapper.records is not None:
-                        mapper.records[split] += files
-                except TfodError:
-                    why = f"no file matches {path}" + _relative_hint(raw, base)
-            if status == TO_DO:
-                mapper.records = None
-            mapper.rows.append(
-                Row(f"{field_path}[{index}]", f'"{raw}"', status, f"data.dir ({split} split)", why)
-            )
-        label_field = f"{prefix}.label_map_path"
-        if mapper.has(label_field):
-            raw = reader.label_map_path
-            path, problem = _resolve(raw, base)
-            if path is None:
-                mapper.claim(label_field, TO_DO, "data.dir/label_map.pbtxt", problem)
-            elif not path.is_file():
-                why = f"not found: {path}" + _relative_hint(raw, base)
-                mapper.claim(label_field, TO_DO, "data.dir/label_map.pbtxt", why)
-            elif prefix != "train_input_reader":
-                same = raw == config.train_input_reader.label_map_path
-                mapper.claim(
-                    label_field,
-                    MAPPED if same else APPROXIMATED,
-                    "data.dir/label_map.pbtxt",
-                    "" if same else "tfod uses one label map for both splits: the training one",
-                )
-            else:
-                labels = read_label_map(path)
-                mapper.label_map = path
-                mapper.claim(
-                    label_field,
-                    MAPPED,
-                    "data.dir/label_map.pbtxt",
-                    f"{len(labels)} classes: {', '.join(labels.values())}",
-                )
+        _map_record_paths(mapper, base, prefix, reader, split)
+        if mapper.has(f"{prefix}.label_map_path"):
+            labels = _map_label_map(mapper, base, prefix, reader) or labels
     return labels
+
+
+def _map_record_paths(mapper: _Mapper, base: Path, prefix: str, reader: Any, split: str) -> None:
+    from tfod.odapi.records import expand
+
+    field_path = f"{prefix}.tf_record_input_reader.input_path"
+    mapper.claimed.add(field_path)
+    for index, raw in enumerate(reader.tf_record_input_reader.input_path):
+        path, problem = _resolve(raw, base)
+        status, why = TO_DO, problem
+        if path is not None:
+            try:
+                files = expand([str(path)], split)
+                status, why = MAPPED, f"{len(files)} file(s) found"
+                if mapper.records is not None:
+                    mapper.records[split] += files
+            except TfodError:
+                why = f"no file matches {path}" + _relative_hint(raw, base)
+        if status == TO_DO:
+            mapper.records = None
+        mapper.rows.append(
+            Row(f"{field_path}[{index}]", f'"{raw}"', status, f"data.dir ({split} split)", why)
+        )
+
+
+def _map_label_map(mapper: _Mapper, base: Path, prefix: str, reader: Any) -> dict[int, str] | None:
+    """The reader's label map row; its classes when it is the training reader's and readable."""
+    from tfod.data.labelmap import read_label_map
+
+    label_field = f"{prefix}.label_map_path"
+    raw = reader.label_map_path
+    path, problem = _resolve(raw, base)
+    target = "data.dir/label_map.pbtxt"
+    if path is None:
+        mapper.claim(label_field, TO_DO, target, problem)
+    elif not path.is_file():
+        mapper.claim(label_field, TO_DO, target, f"not found: {path}" + _relative_hint(raw, base))
+    elif prefix != "train_input_reader":
+        same = raw == mapper.config.train_input_reader.label_map_path
+        mapper.claim(
+            label_field,
+            MAPPED if same else APPROXIMATED,
+            target,
+            "" if same else "tfod uses one label map for both splits: the training one",
+        )
+    else:
+        labels = read_label_map(path)
+        mapper.label_map = path
+        mapper.claim(
+            label_field, MAPPED, target, f"{len(labels)} classes: {', '.join(labels.values())}"
+        )
+        return labels
+    return None
 
 
 def _relative_hint(raw: str, base: Path) -> str:
