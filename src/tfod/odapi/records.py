@@ -147,18 +147,7 @@ def import_records(
         for split in SPLITS:
             kept = [e for e in examples[split] if e.image is not None]
             if copy:
-                writer = ShardWriter(tmp, split, len(files[split]))
-                try:
-                    for example in kept:
-                        next_id += 1
-                        example.source_id = str(next_id)
-                        example.record = build_example(
-                            next_id, example.filename, _image(example), example.boxes
-                        )
-                        writer.write(example.record)
-                finally:
-                    writer.close()
-                shards[split] = [p.name for p in writer.paths]
+                shards[split], next_id = _copy_split(tmp, split, len(files[split]), kept, next_id)
             else:
                 shards[split] = shard_names(split, len(files[split]))
                 for name, original in zip(shards[split], files[split], strict=True):
@@ -171,13 +160,7 @@ def import_records(
                         int(example.source_id), example.filename, _image(example), example.boxes
                     )
         raise_if_empty(stats, problems, label_map, out)
-        for split in SPLITS:
-            if files[split] and not stats[split].images:
-                raise TfodError(
-                    f"no usable image in the {split} records "
-                    f"({', '.join(p.name for p in files[split])}); {out} was left as it was. "
-                    f"Problems found: {_first_problems(problems)}"
-                )
+        _refuse_an_empty_split(files, stats, problems, out)
         text = format_label_map(classes)
         fingerprint.update(text.encode())
         (tmp / LABEL_MAP).write_text(text, encoding="utf-8")
@@ -202,6 +185,39 @@ def import_records(
         )
         write_metadata(tmp, summary)
     return summary
+
+
+def _copy_split(
+    folder: Path, split: str, shards: int, kept: list[_Example], last_id: int
+) -> tuple[list[str], int]:
+    """Write `kept` as tfod's records, numbering them on from `last_id`; (shard names, last id)."""
+    writer = ShardWriter(folder, split, shards)
+    try:
+        for example in kept:
+            last_id += 1
+            example.source_id = str(last_id)
+            example.record = build_example(
+                last_id, example.filename, _image(example), example.boxes
+            )
+            writer.write(example.record)
+    finally:
+        writer.close()
+    return [p.name for p in writer.paths], last_id
+
+
+def _refuse_an_empty_split(
+    files: dict[str, list[Path]],
+    stats: dict[str, SplitStats],
+    problems: list[Problem],
+    out: Path,
+) -> None:
+    for split in SPLITS:
+        if files[split] and not stats[split].images:
+            raise TfodError(
+                f"no usable image in the {split} records "
+                f"({', '.join(p.name for p in files[split])}); {out} was left as it was. "
+                f"Problems found: {_first_problems(problems)}"
+            )
 
 
 def _first_problems(problems: list[Problem]) -> str:
