@@ -124,6 +124,19 @@ def read_tf_config(environ: dict[str, str] | None = None) -> Cluster | None:
         raise TfodError(
             f"has no `task` saying which task this process is; e.g. {example}", "TF_CONFIG"
         )
+    addresses = _addresses(cluster)
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise TfodError(
+            f"task {kind!r} {index!r} is not in the cluster ({_count(cluster)}): this process "
+            "must be one of its tasks",
+            "TF_CONFIG",
+        )
+    return Cluster(tuple(addresses), str(kind), int(index), bool(cluster.get("chief")))
+
+
+def _addresses(cluster: dict[str, Any]) -> list[str]:
+    """The cluster's task addresses, chief first, checked."""
     others = sorted(set(cluster) - set(TASK_TYPES))
     if others:
         raise TfodError(
@@ -144,14 +157,7 @@ def read_tf_config(environ: dict[str, str] | None = None) -> Cluster | None:
     duplicated = sorted({a for a in addresses if addresses.count(a) > 1})
     if duplicated:
         raise TfodError(f"address(es) used twice: {', '.join(duplicated)}", "TF_CONFIG")
-    kind, index = task.get("type"), task.get("index", 0)
-    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
-        raise TfodError(
-            f"task {kind!r} {index!r} is not in the cluster ({_count(cluster)}): this process "
-            "must be one of its tasks",
-            "TF_CONFIG",
-        )
-    return Cluster(tuple(addresses), str(kind), int(index), bool(cluster.get("chief")))
+    return addresses
 
 
 def _is_address(value: Any) -> bool:

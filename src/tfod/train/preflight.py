@@ -57,12 +57,6 @@ def run_checks(
     model = experiment.task.model
     _check_classes(config, model.num_classes, error)
     _check_input_size(list(model.input_size), int(model.max_level), error)
-    if 0 < plan.train_images < plan.batch_size:
-        error(
-            "train.batch_size",
-            f"batch {plan.batch_size} is larger than the {plan.train_images} training images; "
-            f"use at most {plan.train_images} (or add images)",
-        )
     if plan.time_budget is not None and plan.time_budget < MIN_BUDGET_SECONDS:
         error(
             "train.time",
@@ -70,6 +64,37 @@ def run_checks(
             f"seconds; give at least {MIN_BUDGET_SECONDS:.0f}s",
         )
     placement = placement or Placement("one_device", 0)
+    _check_batch(plan, placement, error)
+    _check_learning_rate(config, plan, placement.replicas, error, warning)
+    _check_norm_momentum(config, plan, model, error, warning)
+    _check_hardware(config, plan, placement, model, warning)
+    if experiment.task.init_checkpoint:
+        _check_checkpoint(config, experiment, error)
+    if config.qat is not None:
+        _check_qat(config, experiment, error)
+    return findings
+
+
+def raise_on_errors(findings: list[Finding], console: Console) -> None:
+    """Print warnings; raise one TfodError listing every error."""
+    for f in findings:
+        if f.severity == "warning":
+            console.print(f"[yellow]warning[/yellow] {f.field}: {escape(f.message)}")
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        lines = "\n".join(f"  {f.field}: {f.message}" for f in errors)
+        raise TfodError(
+            f"pre-flight check failed ({len(errors)} error(s)), nothing was trained:\n{lines}"
+        )
+
+
+def _check_batch(plan: Plan, placement: Placement, error: Any) -> None:
+    if 0 < plan.train_images < plan.batch_size:
+        error(
+            "train.batch_size",
+            f"batch {plan.batch_size} is larger than the {plan.train_images} training images; "
+            f"use at most {plan.train_images} (or add images)",
+        )
     replicas = placement.replicas
     if plan.batch_size % replicas:
         lower = plan.batch_size // replicas * replicas
@@ -79,6 +104,11 @@ def run_checks(
             f"({placement.strategy}); use a multiple of {replicas}, e.g. "
             f"{max(replicas, lower)} or {lower + replicas}",
         )
+
+
+def _check_learning_rate(
+    config: TfodConfig, plan: Plan, replicas: int, error: Any, warning: Any
+) -> None:
     ratio = plan.learning_rate / plan.linear_rule_learning_rate
     spread = (
         f", {plan.batch_size // replicas} on each of {replicas} replicas" if replicas > 1 else ""
@@ -99,6 +129,11 @@ def run_checks(
             "train.learning_rate",
             f"{plan.learning_rate:g} is {1 / ratio:.1f}x below the rule and will learn slowly: {rule}",
         )
+
+
+def _check_norm_momentum(
+    config: TfodConfig, plan: Plan, model: Any, error: Any, warning: Any
+) -> None:
     momentum = float(model.norm_activation.norm_momentum)
     window = 1.0 / max(1e-9, 1.0 - momentum)
     chosen_by_user = momentum != plan.norm_momentum or config.train.norm_momentum != "auto"
@@ -114,6 +149,12 @@ def run_checks(
             f"Use `norm_momentum: auto`, a momentum <= {max(0.0, 1 - BN_MIN_RUN_FRACTION / plan.steps):.3f}, "
             f"or at least {needed} steps",
         )
+
+
+def _check_hardware(
+    config: TfodConfig, plan: Plan, placement: Placement, model: Any, warning: Any
+) -> None:
+    replicas = placement.replicas
     if config.train.precision != "float32" and placement.gpus == 0:
         warning(
             "train.precision",
@@ -131,24 +172,6 @@ def run_checks(
             "checkpoint with the backbone's batch norm frozen (`overrides: {task: {freeze_backbone: "
             "true}}`); or, on several GPUs, sync batch norm across them (`overrides: {task: {model: "
             "{norm_activation: {use_sync_bn: true}}}}`)",
-        )
-    if experiment.task.init_checkpoint:
-        _check_checkpoint(config, experiment, error)
-    if config.qat is not None:
-        _check_qat(config, experiment, error)
-    return findings
-
-
-def raise_on_errors(findings: list[Finding], console: Console) -> None:
-    """Print warnings; raise one TfodError listing every error."""
-    for f in findings:
-        if f.severity == "warning":
-            console.print(f"[yellow]warning[/yellow] {f.field}: {escape(f.message)}")
-    errors = [f for f in findings if f.severity == "error"]
-    if errors:
-        lines = "\n".join(f"  {f.field}: {f.message}" for f in errors)
-        raise TfodError(
-            f"pre-flight check failed ({len(errors)} error(s)), nothing was trained:\n{lines}"
         )
 
 
