@@ -171,12 +171,16 @@ def _manifest_problem(manifest: object, folder: Path) -> str | None:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         return "lists no files"
+    return _files_problem(files, manifest["checkpoint"], folder)
+
+
+def _files_problem(files: dict[Any, Any], checkpoint: str, folder: Path) -> str | None:
+    """What is wrong with a manifest's `files` (name -> sha256) for its `checkpoint`."""
     for name, digest in files.items():
         if not _inside(folder, name):
             return f"names a file outside the entry ({name!r})"
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             return f"has no sha256 for {name!r}"
-    checkpoint = manifest["checkpoint"]
     if not _inside(folder, checkpoint) or f"{checkpoint}.index" not in files:
         return f"names a checkpoint ({checkpoint!r}) that is not among its files"
     if not any(name.startswith(f"{checkpoint}.data-") for name in files):
@@ -286,6 +290,22 @@ def fetch(
                     empty.rmdir()
 
 
+def _checked_digest(
+    path: Path, expected: str | None, target: _Target, source: str, downloads: Path
+) -> str:
+    """`path`'s sha256, which must be `expected` when there is one (else the download goes)."""
+    digest = sha256_of(path)
+    if expected is not None and digest != expected:
+        shutil.rmtree(downloads, ignore_errors=True)
+        raise TfodError(
+            f"sha256 mismatch: expected {expected} ({_pinned_by(target)}), got {digest}; "
+            "the download was deleted. This source serves another file than the one "
+            "pinned: check the URL",
+            source,
+        )
+    return digest
+
+
 def _fetch(
     reference: str,
     target: _Target,
@@ -306,15 +326,7 @@ def _fetch(
                 fetch_file(source + suffix, dest, progress, hint)
                 for suffix, dest in zip(parts, files, strict=True)
             ]
-            digest = sha256_of(files[-1])
-            if expected is not None and digest != expected:
-                shutil.rmtree(downloads, ignore_errors=True)
-                raise TfodError(
-                    f"sha256 mismatch: expected {expected} ({_pinned_by(target)}), got {digest}; "
-                    "the download was deleted. This source serves another file than the one "
-                    "pinned: check the URL",
-                    source,
-                )
+            digest = _checked_digest(files[-1], expected, target, source, downloads)
         except TfodError as err:
             failures.append(err)
             if len(sources) > 1:
