@@ -276,17 +276,9 @@ def _check(
         feature = tf.train.Example.FromString(record).features.feature
     except DecodeError as err:
         return _bad(record, where, Kind.BAD_ANNOTATION, f"not a tf.train.Example ({err})")
-    mistyped = [
-        f"{key} holds {kind.removesuffix('_list')} values where {want.removesuffix('_list')} "
-        "values belong"
-        for key, want in KINDS.items()
-        if key in feature and (kind := feature[key].WhichOneof("kind")) not in (want, None)
-    ]
-    if mistyped:
-        return _bad(record, where, Kind.BAD_ANNOTATION, "; ".join(mistyped))
-    missing = [k for k in REQUIRED_KEYS if not _values(feature, k)]
-    if missing:
-        return _bad(record, where, Kind.BAD_ANNOTATION, f"missing {', '.join(missing)}")
+    problem = _feature_problem(feature)
+    if problem:
+        return _bad(record, where, Kind.BAD_ANNOTATION, problem)
     source_id = _text(feature, "image/source_id")
     filename = _text(feature, "image/filename") or where
     example = _Example(record, where, source_id, filename, None)
@@ -303,6 +295,42 @@ def _check(
         )
     example.image = PreparedImage(encoded, TF_FORMATS[fmt], size[0], size[1], ())
 
+    if not _check_boxes(example, feature, by_old_id, new_ids):
+        return example
+    if stored != size:
+        example.problems.append(
+            Problem(
+                Kind.SIZE_MISMATCH,
+                where,
+                f"{filename}: image/width,height say {stored[0]}x{stored[1]} but the image is "
+                f"{size[0]}x{size[1]}",
+            )
+        )
+    return example
+
+
+def _feature_problem(feature: Any) -> str | None:
+    """Features of the wrong type or missing, as one line (None: none)."""
+    mistyped = [
+        f"{key} holds {kind.removesuffix('_list')} values where {want.removesuffix('_list')} "
+        "values belong"
+        for key, want in KINDS.items()
+        if key in feature and (kind := feature[key].WhichOneof("kind")) not in (want, None)
+    ]
+    if mistyped:
+        return "; ".join(mistyped)
+    missing = [k for k in REQUIRED_KEYS if not _values(feature, k)]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def _check_boxes(
+    example: _Example, feature: Any, by_old_id: dict[int, str], new_ids: dict[str, int]
+) -> bool:
+    """The Example's boxes, checked against its image (`example.image`), into `example`; False
+    when they cannot be read (the problem recorded)."""
+    assert example.image is not None
+    size = (example.image.width, example.image.height)
+    where, filename = example.where, example.filename
     coords = [list(_values(feature, k)) for k in BOX_KEYS]
     label_ids = list(_values(feature, "image/object/class/label"))
     n = len(coords[0])
@@ -315,7 +343,7 @@ def _check(
                 "(Model Garden reads the class ids from there); its boxes are not used",
             )
         )
-        return example
+        return False
     crowd = list(_values(feature, "image/object/is_crowd")) or [0] * n
     difficult = list(_values(feature, "image/object/difficult")) or [0] * n
     boxes = []
@@ -335,16 +363,7 @@ def _check(
     image = SourceImage(Path(filename), filename, where, boxes, normalized=True)
     example.boxes, box_problems = check_boxes(image, size[0], size[1], new_ids)
     example.problems.extend(box_problems)
-    if stored != size:
-        example.problems.append(
-            Problem(
-                Kind.SIZE_MISMATCH,
-                where,
-                f"{filename}: image/width,height say {stored[0]}x{stored[1]} but the image is "
-                f"{size[0]}x{size[1]}",
-            )
-        )
-    return example
+    return True
 
 
 def _bad(record: bytes, where: str, kind: Kind, detail: str) -> _Example:
