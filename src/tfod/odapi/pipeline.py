@@ -21,7 +21,7 @@ from google.protobuf import text_format
 
 from tfod import atomic
 from tfod.config.experiment import merge
-from tfod.config.presets import SPINENET_QAT_OVERRIDE, get_preset, qat_presets
+from tfod.config.presets import SPINENET_QAT_OVERRIDE, Preset, get_preset, qat_presets
 from tfod.config.schema import parse_config
 from tfod.errors import TfodError
 from tfod.protos import pipeline_pb2
@@ -523,40 +523,7 @@ def _map_model(mapper: _Mapper, chosen: str | None, classes: int | None) -> None
             f"{prefix}.feature_extractor.type", UNSUPPORTED, f"model.preset: {preset.name}", why
         )
     elif kind == "ssd":
-        status = (
-            MAPPED if family != SPINENET and (chosen is None or chosen in family) else APPROXIMATED
-        )
-        why = {
-            MOBILE: "MobileNet SSD -> the MobileNetV2 RetinaNet presets",
-            RESNET: "ResNet SSD/RetinaNet -> the ResNet-50 FPN RetinaNet",
-            SPINENET: "EfficientDet's BiFPN has no Model Garden RetinaNet equivalent: SpineNet-49 "
-            "Mobile is the nearest in size and cost (a learned multi-scale network too)",
-        }[family]
-        if "mobilenet_v1" in extractor or "mobilenet_v3" in extractor:
-            status, why = APPROXIMATED, why + " (MobileNetV2 stands in for this MobileNet)"
-        if "fpn" not in extractor and family == MOBILE:
-            status, why = APPROXIMATED, why + " (every tfod preset has a feature pyramid)"
-        mapper.claim(
-            f"{prefix}.feature_extractor.type",
-            status,
-            f"model.preset: {preset.name}{given}",
-            why + _preset_reasons(preset.name, qat, fine_tune, chosen),
-        )
-        _map_backbone(mapper, prefix, extractor)
-        _map_levels(mapper, f"{prefix}.feature_extractor.fpn", preset)
-        _map_levels(mapper, f"{prefix}.feature_extractor.bifpn", preset)
-        mapper.claim(
-            f"{prefix}.feature_extractor.use_depthwise",
-            MAPPED if family == MOBILE else APPROXIMATED,
-            "",
-            "the preset's separable convolutions"
-            if family == MOBILE
-            else "the preset's convolutions",
-        )
-        mapper.claim(
-            f"{prefix}.feature_extractor.min_depth", APPROXIMATED, "", "MobileNetV2's own minimum"
-        )
-        _map_anchors(mapper, f"{prefix}.anchor_generator", preset)
+        _map_ssd(mapper, preset, family, extractor, chosen, qat, fine_tune)
     if model is not None:
         _map_num_classes(mapper, f"{prefix}.num_classes", model.num_classes, classes)
         _map_resizer(mapper, f"{prefix}.image_resizer", model.image_resizer, size, preset)
@@ -566,6 +533,50 @@ def _map_model(mapper: _Mapper, chosen: str | None, classes: int | None) -> None
         )
     if qat and preset.name.startswith(SPINENET[0]):
         mapper.overrides = merge(mapper.overrides, SPINENET_QAT_OVERRIDE)
+
+
+def _map_ssd(
+    mapper: _Mapper,
+    preset: Preset,
+    family: tuple[str, ...],
+    extractor: str,
+    chosen: str | None,
+    qat: bool,
+    fine_tune: bool,
+) -> None:
+    """An SSD (or EfficientDet) model's feature extractor, backbone, pyramid and anchors."""
+    prefix = "model.ssd"
+    given = f" (--preset {chosen})" if chosen else ""
+    status = MAPPED if family != SPINENET and (chosen is None or chosen in family) else APPROXIMATED
+    why = {
+        MOBILE: "MobileNet SSD -> the MobileNetV2 RetinaNet presets",
+        RESNET: "ResNet SSD/RetinaNet -> the ResNet-50 FPN RetinaNet",
+        SPINENET: "EfficientDet's BiFPN has no Model Garden RetinaNet equivalent: SpineNet-49 "
+        "Mobile is the nearest in size and cost (a learned multi-scale network too)",
+    }[family]
+    if "mobilenet_v1" in extractor or "mobilenet_v3" in extractor:
+        status, why = APPROXIMATED, why + " (MobileNetV2 stands in for this MobileNet)"
+    if "fpn" not in extractor and family == MOBILE:
+        status, why = APPROXIMATED, why + " (every tfod preset has a feature pyramid)"
+    mapper.claim(
+        f"{prefix}.feature_extractor.type",
+        status,
+        f"model.preset: {preset.name}{given}",
+        why + _preset_reasons(preset.name, qat, fine_tune, chosen),
+    )
+    _map_backbone(mapper, prefix, extractor)
+    _map_levels(mapper, f"{prefix}.feature_extractor.fpn", preset)
+    _map_levels(mapper, f"{prefix}.feature_extractor.bifpn", preset)
+    mapper.claim(
+        f"{prefix}.feature_extractor.use_depthwise",
+        MAPPED if family == MOBILE else APPROXIMATED,
+        "",
+        "the preset's separable convolutions" if family == MOBILE else "the preset's convolutions",
+    )
+    mapper.claim(
+        f"{prefix}.feature_extractor.min_depth", APPROXIMATED, "", "MobileNetV2's own minimum"
+    )
+    _map_anchors(mapper, f"{prefix}.anchor_generator", preset)
 
 
 def _family(extractor: str) -> tuple[str, ...]:
