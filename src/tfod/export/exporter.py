@@ -327,19 +327,7 @@ def _tflite(
     experiment = load_experiment(run)
     qat = is_qat(experiment.task)
     size = [int(s) for s in experiment.task.model.input_size[:2]]
-    detection = experiment.task.model.detection_generator
-    detection.nms_version = "tflite"
-    detection.tflite_post_processing.override(
-        {
-            "max_classes_per_detection": 1,
-            "use_regular_nms": True,
-            "detections_per_class": detection.max_num_detections,
-            "max_detections": detection.max_num_detections,
-            "nms_score_threshold": detection.pre_nms_score_threshold,
-            "nms_iou_threshold": detection.nms_iou_threshold,
-            "normalize_anchor_coordinates": True,  # boxes 0..1, as MediaPipe Tasks reads them
-        }
-    )
+    _use_tflite_post_processing(experiment.task.model.detection_generator)
     graph = out / ".tflite-graph"  # inside the temporary export folder; removed below
     artefacts = []
     try:
@@ -383,6 +371,22 @@ def _tflite(
     finally:
         shutil.rmtree(graph, ignore_errors=True)
     return artefacts
+
+
+def _use_tflite_post_processing(detection: Any) -> None:
+    """TFLite's own detection op, per class, with the SavedModel's threshold and cap."""
+    detection.nms_version = "tflite"
+    detection.tflite_post_processing.override(
+        {
+            "max_classes_per_detection": 1,
+            "use_regular_nms": True,
+            "detections_per_class": detection.max_num_detections,
+            "max_detections": detection.max_num_detections,
+            "nms_score_threshold": detection.pre_nms_score_threshold,
+            "nms_iou_threshold": detection.nms_iou_threshold,
+            "normalize_anchor_coordinates": True,  # boxes 0..1, as MediaPipe Tasks reads them
+        }
+    )
 
 
 def _convert(graph: Path, quant: str, io: str, calibration: Any, steps: int) -> bytes:

@@ -142,23 +142,7 @@ def import_records(
     coco = CocoBuilder(classes)
     fingerprint = hashlib.sha256()
     with atomic.atomic_directory(out) as tmp:
-        shards: dict[str, list[str]] = {}
-        next_id = 0
-        for split in SPLITS:
-            kept = [e for e in examples[split] if e.image is not None]
-            if copy:
-                shards[split], next_id = _copy_split(tmp, split, len(files[split]), kept, next_id)
-            else:
-                shards[split] = shard_names(split, len(files[split]))
-                for name, original in zip(shards[split], files[split], strict=True):
-                    (tmp / name).symlink_to(original.resolve())
-            for example in kept:
-                fingerprint.update(len(example.record).to_bytes(8, "little") + example.record)
-                stats[split].add(_image(example), example.boxes)
-                if split == "val":
-                    coco.add(
-                        int(example.source_id), example.filename, _image(example), example.boxes
-                    )
+        shards = _write_shards(tmp, files, examples, copy, stats, coco, fingerprint)
         raise_if_empty(stats, problems, label_map, out)
         _refuse_an_empty_split(files, stats, problems, out)
         text = format_label_map(classes)
@@ -185,6 +169,35 @@ def import_records(
         )
         write_metadata(tmp, summary)
     return summary
+
+
+def _write_shards(
+    folder: Path,
+    files: dict[str, list[Path]],
+    examples: dict[str, list[_Example]],
+    copy: bool,
+    stats: dict[str, SplitStats],
+    coco: CocoBuilder,
+    fingerprint: Any,
+) -> dict[str, list[str]]:
+    """Each split's shards in `folder`, copied or linked to the records; the usable examples
+    counted into `stats`, `coco` (validation) and `fingerprint`. Returns the shard names."""
+    shards: dict[str, list[str]] = {}
+    next_id = 0
+    for split in SPLITS:
+        kept = [e for e in examples[split] if e.image is not None]
+        if copy:
+            shards[split], next_id = _copy_split(folder, split, len(files[split]), kept, next_id)
+        else:
+            shards[split] = shard_names(split, len(files[split]))
+            for name, original in zip(shards[split], files[split], strict=True):
+                (folder / name).symlink_to(original.resolve())
+        for example in kept:
+            fingerprint.update(len(example.record).to_bytes(8, "little") + example.record)
+            stats[split].add(_image(example), example.boxes)
+            if split == "val":
+                coco.add(int(example.source_id), example.filename, _image(example), example.boxes)
+    return shards
 
 
 def _copy_split(
