@@ -205,6 +205,42 @@ def experiment_name(preset: Preset, qat: bool) -> str:
 def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str, Any]:
     data = config.data.dir
     augment = set(config.train.augment)
+    return {
+        "runtime": {
+            "mixed_precision_dtype": PRECISION_DTYPES[config.train.precision],
+            "loss_scale": "dynamic" if config.train.precision == "mixed_float16" else None,
+        },
+        "task": {
+            "init_checkpoint": config.model.init_checkpoint or "",
+            "init_checkpoint_modules": _modules(config.model.init_modules),
+            # Always our own COCO ground truth: Model Garden's fallback that builds it from the
+            # TFRecords crashes under NumPy 2 (int() of a shape-[1] array in coco_utils).
+            "annotation_file": str(data / VAL_COCO_JSON),
+            "model": _model_overrides(plan, preset),
+            "train_data": {
+                "input_path": str(data / "train-*.tfrecord"),
+                "global_batch_size": plan.batch_size,
+                "dtype": "float32",
+                "shuffle_buffer_size": max(1, min(10000, plan.train_images)),
+                "seed": config.train.seed,
+                "parser": {
+                    "aug_rand_hflip": "hflip" in augment,
+                    "aug_scale_min": 0.8 if "scale_jitter" in augment else 1.0,
+                    "aug_scale_max": 1.2 if "scale_jitter" in augment else 1.0,
+                },
+            },
+            "validation_data": {
+                "input_path": str(data / "val-*.tfrecord"),
+                "global_batch_size": config.eval.batch_size,
+                "dtype": "float32",
+                "drop_remainder": False,
+            },
+        },
+        "trainer": _trainer_overrides(plan),
+    }
+
+
+def _model_overrides(plan: Plan, preset: Preset) -> dict[str, Any]:
     model = merge(
         preset.model,
         {
@@ -230,65 +266,37 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
             "use_keras_upsampling_2d": False,
         }
         model = merge(model, {"backbone": {"spinenet_mobile": levels}})
+    return model
+
+
+def _trainer_overrides(plan: Plan) -> dict[str, Any]:
     return {
-        "runtime": {
-            "mixed_precision_dtype": PRECISION_DTYPES[config.train.precision],
-            "loss_scale": "dynamic" if config.train.precision == "mixed_float16" else None,
-        },
-        "task": {
-            "init_checkpoint": config.model.init_checkpoint or "",
-            "init_checkpoint_modules": _modules(config.model.init_modules),
-            # Always our own COCO ground truth: Model Garden's fallback that builds it from the
-            # TFRecords crashes under NumPy 2 (int() of a shape-[1] array in coco_utils).
-            "annotation_file": str(data / VAL_COCO_JSON),
-            "model": model,
-            "train_data": {
-                "input_path": str(data / "train-*.tfrecord"),
-                "global_batch_size": plan.batch_size,
-                "dtype": "float32",
-                "shuffle_buffer_size": max(1, min(10000, plan.train_images)),
-                "seed": config.train.seed,
-                "parser": {
-                    "aug_rand_hflip": "hflip" in augment,
-                    "aug_scale_min": 0.8 if "scale_jitter" in augment else 1.0,
-                    "aug_scale_max": 1.2 if "scale_jitter" in augment else 1.0,
+        "train_steps": plan.steps,
+        "validation_steps": -1,
+        "validation_interval": plan.eval_every,
+        "steps_per_loop": plan.steps_per_loop,
+        "summary_interval": plan.steps_per_loop,
+        "checkpoint_interval": plan.checkpoint_every,
+        "max_to_keep": 5,
+        # Its SIGTERM watcher saves and keeps training; tfod stops every worker cleanly instead.
+        "preemption_on_demand_checkpoint": False,
+        "optimizer_config": {
+            "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
+            "learning_rate": {
+                "type": "cosine",
+                "cosine": {
+                    "initial_learning_rate": plan.learning_rate,
+                    "decay_steps": plan.steps,
                 },
             },
-            "validation_data": {
-                "input_path": str(data / "val-*.tfrecord"),
-                "global_batch_size": config.eval.batch_size,
-                "dtype": "float32",
-                "drop_remainder": False,
-            },
-        },
-        "trainer": {
-            "train_steps": plan.steps,
-            "validation_steps": -1,
-            "validation_interval": plan.eval_every,
-            "steps_per_loop": plan.steps_per_loop,
-            "summary_interval": plan.steps_per_loop,
-            "checkpoint_interval": plan.checkpoint_every,
-            "max_to_keep": 5,
-            # Its SIGTERM watcher saves and keeps training; tfod stops every worker cleanly instead.
-            "preemption_on_demand_checkpoint": False,
-            "optimizer_config": {
-                "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
-                "learning_rate": {
-                    "type": "cosine",
-                    "cosine": {
-                        "initial_learning_rate": plan.learning_rate,
-                        "decay_steps": plan.steps,
-                    },
+            "warmup": {
+                "type": "linear",
+                "linear": {
+                    "warmup_steps": plan.warmup_steps,
+                    "warmup_learning_rate": plan.learning_rate / 10,
                 },
-                "warmup": {
-                    "type": "linear",
-                    "linear": {
-                        "warmup_steps": plan.warmup_steps,
-                        "warmup_learning_rate": plan.learning_rate / 10,
-                    },
-                },
-                **({"ema": {"average_decay": plan.ema_decay}} if plan.ema_decay else {}),
             },
+            **({"ema": {"average_decay": plan.ema_decay}} if plan.ema_decay else {}),
         },
     }
 
