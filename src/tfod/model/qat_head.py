@@ -3,18 +3,10 @@
 The RetinaNet head runs the same convolutions on every pyramid level. Model Garden's QAT head
 (`RetinaNetHeadQuantized`) shares their fake-quantizers too: one activation range serves every
 level, and its moving average is updated once per level and step, so it settles near the mean of
-the levels' extremes. The levels differ by orders of magnitude. Measured on a float parent trained
-400 steps on the QAT benchmark's `hard` data (AP 0.640), on one validation batch:
-
-| tensor | level 3 | level 7 |
-|---|---|---|
-| class logits, max | 0.86 | -4.22 |
-| box tower activations (ReLU6), max | 6.00 | 0.05 |
-| depthwise outputs, range | +-2.2 | +-0.002 |
-
-A shared range clips level 3's confident logits and strong activations, where the small objects
-are found, and flattens level 7 to zero. Post-training int8 calibrates every level's tensors on
-their own, which is why it kept the float AP while QAT lost 0.09 AP (`nox -s bench -- qat`).
+the levels' extremes. The levels differ by orders of magnitude (class logits, box tower
+activations and depthwise outputs alike; docs/qat.md), so a shared range clips the finest level's
+confident logits and strong activations, where the small objects are found, and flattens the
+coarsest to zero. Post-training int8 calibrates every level's tensors on their own.
 
 This head keeps the shared weights (and Model Garden's layout of them, so the float head's weights
 copy over as before), and gives every level its own fake-quantizers for the depthwise outputs,
