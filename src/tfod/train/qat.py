@@ -148,12 +148,9 @@ def fitted_ranges(decay: float) -> Iterator[None]:
 
     TensorFlow Model Optimization's activation quantizers start every range at [-6, 6] and
     average it with a fixed decay of 0.999: about 3000 steps to forget that start, which Model
-    Garden's COCO recipes have and a fine-tuning QAT run does not (after 6 steps every ReLU6
-    output's range still began at -5.96; its true minimum is 0). Measured on the QAT tests' float
-    parent (AP 0.113), 40 QAT steps with the FPN's weights kept (`tfod.train.task`): at decay 0.9
-    and a learning rate of 0, AP 0.092 (the ranges and batch-norm statistics alone); at 0.9 and
-    tfod's rate, AP 0.113. The decay is an argument tfmot hard-codes, so it is set here, around
-    the training loop (the graph is traced inside it).
+    Garden's COCO recipes have and a fine-tuning QAT run does not: a ReLU6 output's range would
+    still begin near -6 where its true minimum is 0. The decay is an argument tfmot hard-codes,
+    so it is set here, around the training loop (the graph is traced inside it).
     """
     from tensorflow_model_optimization.python.core.quantization.keras import quant_ops  # type: ignore[import-untyped]
 
