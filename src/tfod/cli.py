@@ -159,7 +159,7 @@ def data_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print dataset.json to stdout.")] = False,
 ) -> None:
     """Print a dataset's summary and plot classes, box sizes and sample images."""
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
     from tfod.data.report import print_summary
     from tfod.data.stats import write_plots
 
@@ -216,7 +216,7 @@ def config_show(config: ConfigPath) -> None:
 
     from tfod.config.experiment import build_experiment, make_plan
     from tfod.config.schema import load_config
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
 
     cfg = load_config(config)
     experiment = build_experiment(cfg, make_plan(cfg, load_summary(cfg.data.dir)))
@@ -234,7 +234,7 @@ def config_validate(
 
     from tfod.config.experiment import build_experiment, make_plan
     from tfod.config.schema import load_config
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
     from tfod.train.cluster import read_tf_config, resolve
     from tfod.train.preflight import raise_on_errors, run_checks
     from tfod.train.trainer import gpu_count
@@ -358,7 +358,7 @@ def batch_size(
     """Find the largest batch that trains on this device: real steps, measured, fitted, confirmed."""
     from tfod.config.experiment import build_experiment, make_plan
     from tfod.config.schema import load_config
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
     from tfod.train.batch_size import cache_file, choose
     from tfod.train.report import print_batch_choice
 

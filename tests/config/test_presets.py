@@ -10,7 +10,7 @@ from tests.conftest import smoke_config
 from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.presets import PRESETS, SMOKE_SUFFIX
 from tfod.config.schema import TfodConfig
-from tfod.data.convert import load_summary
+from tfod.data.dataset import load_summary
 
 REAL = [name for name in PRESETS if not name.endswith(SMOKE_SUFFIX)]
 

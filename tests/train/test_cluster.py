@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import smoke_config
 from tfod.config.experiment import build_experiment, make_plan
-from tfod.data.convert import load_summary
+from tfod.data.dataset import load_summary
 from tfod.errors import TfodError
 from tfod.train.cluster import Cluster, Placement, read_tf_config, resolve
 from tfod.train.preflight import run_checks

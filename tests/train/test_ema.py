@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tests.conftest import smoke_config
 from tfod.config.experiment import auto_decay, make_plan
-from tfod.data.convert import load_summary
+from tfod.data.dataset import load_summary
 from tfod.errors import TfodError
 from tfod.evaluate.evaluator import RunEvaluator
 from tfod.model.experiment import load_experiment

@@ -163,7 +163,7 @@ def test_a_failing_worker_prints_the_end_of_its_log_before_its_folder_goes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A worker keeps its log in a temporary folder; what TensorFlow said there is printed."""
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
     from tfod.train import trainer
     from tfod.train.cluster import Placement, read_tf_config
     from tfod.train.loop import Job, TrainingLoop

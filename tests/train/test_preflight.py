@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import smoke_config
 from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.schema import TfodConfig, load_config
-from tfod.data.convert import load_summary
+from tfod.data.dataset import load_summary
 from tfod.errors import TfodError
 from tfod.train.preflight import Finding, run_checks
 

@@ -17,7 +17,7 @@ from tests.helpers import matched, run_tfod, spawn, wait_for
 from tfod.cli import EXIT_STOPPED
 from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.schema import QatSection
-from tfod.data.convert import load_summary
+from tfod.data.dataset import load_summary
 from tfod.errors import TfodError
 from tfod.predict.models import TFLiteModel, checkpoint_model
 from tfod.runs.rundir import PARENT, RunDir

@@ -70,7 +70,7 @@ def test_the_advice_on_other_settings_is_what_compose_sets(
 def test_another_evaluation_interval_is_not_other_settings(smoke_run: Path) -> None:
     """The demo's interval follows its steps: TFOD_DEMO_STEPS=N on a compose run resumes it."""
     from tfod.config.experiment import make_plan
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
     from tfod.train.trainer import _refuse_other_settings
 
     settings = yaml.safe_load((smoke_run / "tfod.yaml").read_text())
@@ -86,7 +86,8 @@ def test_finetune_from_a_run_with_other_classes(smoke_run: Path, tmp_path: Path)
 
     from tests.data.sources import write_coco
     from tfod.config.experiment import build_experiment, make_plan
-    from tfod.data.convert import ConvertOptions, convert, load_summary
+    from tfod.data.convert import ConvertOptions, convert
+    from tfod.data.dataset import load_summary
     from tfod.train.task import TfodRetinaNetTask
 
     two_classes = tmp_path / "data"
@@ -143,7 +144,7 @@ def test_modules_saved_under_model_are_restored_where_model_garden_gives_up(
     from official.vision.tasks import retinanet
 
     from tfod.config.experiment import build_experiment, make_plan
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
     from tfod.train.task import TfodRetinaNetTask
 
     def experiment_from(checkpoint: str | None) -> object:

@@ -102,7 +102,7 @@ def fit_anchors(
 def training_box_sizes(data: Path, input_size: int) -> np.ndarray:
     """(M, 2) sizes of the training boxes as the model sees them: the picture is scaled so its
     longer side is `input_size` (Model Garden's parser), boxes with it."""
-    from tfod.data.convert import load_summary
+    from tfod.data.dataset import load_summary
     from tfod.data.tfrecord import read_examples
 
     shards = [data / s for s in load_summary(data)["splits"]["train"]["shards"]]

@@ -11,7 +11,7 @@ from typing import Any
 
 from tfod.config.presets import QAT_EXPERIMENT, Preset, get_preset
 from tfod.config.schema import TfodConfig, parse_duration
-from tfod.data.convert import VAL_COCO_JSON
+from tfod.data.dataset import VAL_COCO_JSON
 from tfod.errors import TfodError
 
 # Batch-norm moving statistics average over ~1/(1 - momentum) steps. `auto` keeps that window

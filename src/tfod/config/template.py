@@ -174,7 +174,7 @@ def write_template(
         preset, why = choose_preset(data)
         fields["preset_comment"] = f"  # chosen for your data: {why}"
     if pretrained is not None:
-        from tfod.data.convert import load_summary
+        from tfod.data.dataset import load_summary
         from tfod.zoo.catalog import get_entry
 
         entry = get_entry(pretrained)

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tfod import atomic
-from tfod.data.convert import DATASET_JSON, ConvertOptions, convert
+from tfod.data.convert import ConvertOptions, convert
+from tfod.data.dataset import DATASET_JSON
 from tfod.errors import TfodError
 
 CLASSES = ("circle", "square", "triangle")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tfod.data.convert import MEDIUM_AREA, SMALL_AREA, load_summary
+from tfod.data.dataset import MEDIUM_AREA, SMALL_AREA, load_summary
 from tfod.data.tfrecord import DecodedExample, read_examples
 from tfod.errors import TfodError
 from tfod.figures import image_grid, save_png, use_headless_backend

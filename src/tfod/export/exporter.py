@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tfod import atomic
-from tfod.data.convert import LABEL_MAP, load_summary
+from tfod.data.dataset import LABEL_MAP, load_summary
 from tfod.errors import TfodError, last_error
 from tfod.export import edgetpu
 from tfod.export.mediapipe_runtime import write_metadata

@@ -27,19 +27,19 @@ from tfod import atomic
 from tfod.console import track
 from tfod.data.annotations import Box, Kind, Problem, SourceImage
 from tfod.data.boxes import CheckedBox, check_boxes
-from tfod.data.convert import (
-    LABEL_MAP,
+from tfod.data.dataset import (
     SPLITS,
-    VAL_COCO_JSON,
     CocoBuilder,
     SplitStats,
     check_out,
+    count_record,
     dataset_summary,
     raise_if_empty,
+    write_label_map_and_truth,
     write_metadata,
 )
 from tfod.data.images import ImageError, PreparedImage, decode_image
-from tfod.data.labelmap import format_label_map, read_label_map
+from tfod.data.labelmap import read_label_map
 from tfod.data.tfrecord import ShardWriter, build_example, shard_names
 from tfod.errors import TfodError
 
@@ -145,10 +145,7 @@ def import_records(
         shards = _write_shards(tmp, files, examples, copy, stats, coco, fingerprint)
         raise_if_empty(stats, problems, label_map, out)
         _refuse_an_empty_split(files, stats, problems, out)
-        text = format_label_map(classes)
-        fingerprint.update(text.encode())
-        (tmp / LABEL_MAP).write_text(text, encoding="utf-8")
-        atomic.write_json(tmp / VAL_COCO_JSON, coco.document())
+        write_label_map_and_truth(tmp, classes, coco, fingerprint)
         how = "copied into tfod's layout (image bytes unchanged)" if copy else "referenced"
         summary = dataset_summary(
             {
@@ -193,7 +190,7 @@ def _write_shards(
             for name, original in zip(shards[split], files[split], strict=True):
                 (folder / name).symlink_to(original.resolve())
         for example in kept:
-            fingerprint.update(len(example.record).to_bytes(8, "little") + example.record)
+            count_record(fingerprint, example.record)
             stats[split].add(_image(example), example.boxes)
             if split == "val":
                 coco.add(int(example.source_id), example.filename, _image(example), example.boxes)

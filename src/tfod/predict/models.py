@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tfod.data.convert import LABEL_MAP
+from tfod.data.dataset import LABEL_MAP
 from tfod.data.labelmap import read_label_map
 from tfod.errors import TfodError
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tfod import atomic
-from tfod.data.convert import LABEL_MAP
+from tfod.data.dataset import LABEL_MAP
 from tfod.data.images import ImageError, decode_image
 from tfod.data.labelmap import read_label_map
 from tfod.errors import TfodError, describe

@@ -161,7 +161,7 @@ def _predictions_figure(data_dir: Path, detections: list[dict[str, Any]], step: 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from tfod.data.convert import LABEL_MAP
+    from tfod.data.dataset import LABEL_MAP
     from tfod.data.labelmap import read_label_map
     from tfod.data.tfrecord import read_examples
 

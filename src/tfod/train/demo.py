@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfod.config.schema import TfodConfig
-from tfod.data.convert import DATASET_JSON
+from tfod.data.dataset import DATASET_JSON
 from tfod.train.trainer import TrainResult, train
 
 DEMO_IMAGES = 160

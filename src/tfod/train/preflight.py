@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from tfod.config.experiment import BN_MIN_RUN_FRACTION, MAX_RATE_FACTOR, Plan
 from tfod.config.schema import TfodConfig
-from tfod.data.convert import LABEL_MAP, VAL_COCO_JSON
+from tfod.data.dataset import LABEL_MAP, VAL_COCO_JSON
 from tfod.errors import TfodError, describe
 from tfod.train.budget import MIN_BUDGET_SECONDS
 from tfod.train.cluster import Placement

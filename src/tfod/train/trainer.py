@@ -25,7 +25,7 @@ from tfod import atomic
 from tfod.config.experiment import Plan, build_experiment, make_plan
 from tfod.config.schema import TfodConfig, dump_config, parse_duration
 from tfod.console import console, log_tail, native_output_to
-from tfod.data.convert import load_summary
+from tfod.data.dataset import load_summary
 from tfod.errors import TfodError, describe
 from tfod.runs.rundir import (
     CONFIG_COPY,
