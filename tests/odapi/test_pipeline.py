@@ -17,16 +17,9 @@ from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.schema import load_config
 from tfod.data.demo import write_scenes
 from tfod.errors import TfodError
-from tfod.odapi.pipeline import (
-    APPROXIMATED,
-    MAPPED,
-    TO_DO,
-    UNSUPPORTED,
-    PipelineImport,
-    import_pipeline,
-    leaves,
-    parse_pipeline,
-)
+from tfod.odapi.mapper import APPROXIMATED, MAPPED, TO_DO, UNSUPPORTED
+from tfod.odapi.pipeline import PipelineImport, import_pipeline
+from tfod.odapi.textproto import leaves, parse_pipeline
 
 CONFIGS = Path(__file__).parent / "configs"
 FPNLITE = {"task": {"model": {"anchor": {"aspect_ratios": [1.0, 2.0, 0.5], "num_scales": 2, "anchor_size": 4.0}}}}  # fmt: skip

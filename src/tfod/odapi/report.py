@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 from rich.table import Table
 
-from tfod.odapi.pipeline import APPROXIMATED, MAPPED, TO_DO, UNSUPPORTED
+from tfod.odapi.mapper import APPROXIMATED, MAPPED, TO_DO, UNSUPPORTED
 
 if TYPE_CHECKING:
     from rich.console import Console
