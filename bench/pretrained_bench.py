@@ -1,7 +1,12 @@
 """What a pretrained start is worth: fine-tuning from a zoo entry vs. training from scratch.
 
 Usage: python bench/pretrained_bench.py [--pretrain-steps 400] [--imagenet-steps 600]
-       [--steps 150] [--images 64]
+       [--resnet-steps 400] [--steps 150] [--images 64] [--mapping-only]
+
+0. What the Keras-to-Model-Garden conversion keeps: a stand-in classifier per network (Keras's
+   MobileNetV2 and ResNet50, each with Keras Applications' input scaling) trained on single demo
+   shapes, its backbone converted as `tfod zoo` converts it and its top put back; accuracy in
+   Keras and on Model Garden's backbone (`--mapping-only` stops after this table).
 
 1. "COCO" stand-in: `retinanet-mobilenetv2-ssd-256` (the layout of Model Garden's published
    MobileNetV2 checkpoint) trained on the demo shapes (circle, square, triangle; 160 images).
