@@ -140,4 +140,9 @@ def docker(session: nox.Session) -> None:
     _install(session, "test")
     _build_images(session)
     # -rP --durations: the log shows each container test's time and compose's time to first AP.
-    session.run("pytest", "-m", "docker", "-rP", "--durations=0", "tests/docker", *session.posargs)
+    # Three workers: the compose stacks (much of their time is containers starting and polling)
+    # run side by side, one per worker (tests/docker/conftest.py).
+    session.run(
+        "pytest", "-m", "docker", "-n", "3", "--dist", "loadgroup", "-rP", "--durations=0",
+        "tests/docker", *session.posargs,
+    )  # fmt: skip

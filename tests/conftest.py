@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ SMOKE = "retinanet-mobilenetv2-256-smoke"
 # --dist loadfile hands files to the workers in collection order: started first, they do not leave
 # one worker on a long file at the end while the other idles.
 LONGEST_FIRST = [
-    "train/test_qat.py", "robustness/test_faults.py", "train/test_multiworker.py",
-    "predict/test_predict.py", "zoo/test_keras_weights.py", "evaluate/test_evaluator.py",
-    "train/test_ema.py", "test_cli.py", "train/test_budget.py", "export/test_verify.py",
+    "train/test_qat.py", "robustness/test_faults.py", "zoo/test_zoo.py", "train/test_multiworker.py",
+    "predict/test_predict.py", "train/test_families.py", "evaluate/test_evaluator.py", "test_api.py",
+    "zoo/test_keras_weights.py", "train/test_ema.py", "test_cli.py", "train/test_budget.py",
+    "export/test_verify.py",
 ]  # fmt: skip
 
 
@@ -80,10 +82,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Export verification needs a reference AP above zero (about 0.14 here) to measure drops from.
     """
+    return _trained(tmp_path_factory.mktemp("trained"))
+
+
+def _trained(folder: Path) -> Path:
+    """`trained_run`'s detector, trained in `folder`."""
     from tfod.data.demo import make_demo
     from tfod.train.trainer import train
 
-    data = tmp_path_factory.mktemp("demo48") / "data"
+    data = folder / "demo48" / "data"
     make_demo(data, n=48, progress=False)
     config = smoke_config(
         data,
@@ -92,17 +99,45 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         train={"steps": 200, "batch_size": 8, "learning_rate": 0.04},
         eval={"every_steps": 200, "batch_size": 8},
     )
-    result = train(config, tmp_path_factory.mktemp("runs"), progress=False)
+    result = train(config, folder / "runs", progress=False)
     assert result.status == "finished"
     assert result.last_eval is not None and result.last_eval["metrics"]["AP"] > 0.05
     return result.run.path
 
 
 @pytest.fixture(scope="session")
-def exported_run(trained_run: Path) -> Path:
-    """`trained_run` exported to every format (int8 calibrated on 16 images)."""
+def exported_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A run trained as `trained_run` is, exported to every format (int8 calibrated on 16
+    images). Four test files on both pytest-xdist workers read it: the first worker to ask
+    makes it, the other waits for it (see `_once`)."""
     from tfod.export.exporter import export
     from tfod.runs.rundir import RunDir
 
-    export(RunDir(trained_run), calibration_images=16)
-    return trained_run
+    def make(folder: Path) -> Path:
+        run = _trained(folder)
+        export(RunDir(run), calibration_images=16)
+        return run
+
+    return _once(tmp_path_factory, worker_id, "exported_run", make)
+
+
+def _once(
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_id: str,
+    name: str,
+    make: Callable[[Path], Path],
+) -> Path:
+    """`make(folder)`'s result, made once per test session whatever the number of workers: the
+    workers of one session share their base folder's parent, and a lock there lets one make it
+    while the others wait. (Without workers that parent is shared by every session: mktemp.)"""
+    import fcntl
+
+    if worker_id == "master":
+        return make(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent
+    made = shared / f"{name}.made"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            made.write_text(str(make(shared / name)))
+    return Path(made.read_text())

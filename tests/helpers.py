@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -31,6 +32,43 @@ def run_tfod(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         sys.argv = argv
     captured = capsys.readouterr()
     return code, captured.err + captured.out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_blocks() -> list[tuple[str, str, str]]:
+    """The README's fenced code blocks: (the heading they are under, "" before the first; their
+    language; their text)."""
+    blocks: list[tuple[str, str, str]] = []
+    section, language, lines = "", None, []
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if language is None and line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif language is None and line.startswith("```"):
+            language, lines = line.removeprefix("```"), []
+        elif language is not None and line.startswith("```"):
+            blocks.append((section, language, "\n".join(lines) + "\n"))
+            language = None
+        elif language is not None:
+            lines.append(line)
+    return blocks
+
+
+def readme_block(section: str, language: str) -> str:
+    """The one `language` block under the README's heading `section` ("" before the first)."""
+    found = [text for s, lang, text in readme_blocks() if (s, lang) == (section, language)]
+    assert len(found) == 1, f"README: {len(found)} {language} blocks in section {section!r}"
+    return found[0]
+
+
+def readme_commands(section: str, language: str = "bash") -> list[list[str]]:
+    """The commands of a README shell block, each split into words, comments left out."""
+    return [
+        shlex.split(line, comments=True)
+        for line in readme_block(section, language).splitlines()
+        if line.strip()
+    ]
 
 
 def snapshot(root: Path, skip: Path | None = None) -> dict[str, str]:

@@ -23,6 +23,7 @@ LAYERS = [
     {"train"},
     {"export"},
     {"odapi"},
+    {"api"},
     {"cli"},
     {"__main__", "__init__"},
 ]

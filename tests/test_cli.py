@@ -64,6 +64,17 @@ def test_demo_then_stats(tmp_path: Path) -> None:
             assert len(set(image.convert("L").getdata())) > 10, f"{name} looks blank"
 
 
+def test_demo_with_masks_then_stats_counts_them(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["data", "demo", "--out", str(out), "--n", "8", "--masks"])
+    assert result.exit_code == 0, result.output
+    assert "boxes with a mask" in result.output
+    summary = json.loads((out / "dataset.json").read_text())
+    assert all(s["masks"] == s["boxes"] > 0 for s in summary["splits"].values())
+    result = runner.invoke(app, ["data", "stats", str(out)])
+    assert result.exit_code == 0 and "boxes with a mask" in result.output, result.output
+
+
 def test_demo_is_deterministic(tmp_path: Path) -> None:
     fingerprints = []
     for name in ("a", "b"):

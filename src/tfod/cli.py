@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from tfod import api
 from tfod.console import console, native_output_to
 from tfod.errors import TfodError
 from tfod.runs.rundir import RunDir
@@ -91,20 +92,8 @@ def data_convert(
     ] = "ignore",
 ) -> None:
     """Convert VOC, COCO, YOLO or CSV annotations into checked, sharded TFRecords."""
-    from tfod.data.convert import ConvertOptions, convert
-    from tfod.data.report import print_summary
-
-    options = ConvertOptions(
-        format=format,
-        val_fraction=val_fraction,
-        seed=seed,
-        strict=strict,
-        workers=workers,
-        classes=tuple(classes.split(",")) if classes is not None else None,
-        difficult=difficult,
-    )
-    summary = convert(src, out, options)
-    print_summary(console, summary)
+    names = classes.split(",") if classes is not None else None
+    api.convert(src, out, format, val_fraction, seed, strict, workers, names, difficult)
     console.print(f"Wrote [bold]{escape(str(out))}[/bold]")
 
 
@@ -115,13 +104,12 @@ def data_demo(
     ),
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 160,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same dataset.")] = 0,
+    masks: Annotated[
+        bool, typer.Option("--masks", help="Each object's visible pixels as its mask (COCO RLE).")
+    ] = False,
 ) -> None:
     """Generate a synthetic shapes dataset and convert it like any user dataset."""
-    from tfod.data.demo import make_demo
-    from tfod.data.report import print_summary
-
-    summary = make_demo(out, n=n, seed=seed)
-    print_summary(console, summary)
+    api.demo_data(out, n=n, seed=seed, masks=masks)
     console.print(f"Wrote [bold]{escape(str(out))}[/bold]")
 
 
@@ -201,9 +189,7 @@ def init(
     ] = None,
 ) -> None:
     """Write a commented tfod.yaml for a dataset."""
-    from tfod.config.template import write_template
-
-    write_template(out, data, preset, name, force, pretrained)
+    api.init(data, out, preset, name, force, pretrained)
     console.print(
         f"Wrote [bold]{escape(str(out))}[/bold]; check it with `tfod config validate {escape(str(out))}`"
     )
@@ -268,12 +254,8 @@ InlineEval = Annotated[
 ]
 
 
-def _report_training(result: TrainResult, title: str | None = None) -> None:
-    """The last evaluation's table; exit 75 if training was stopped (resumable)."""
-    from tfod.evaluate.report import print_metrics
-
-    if result.last_eval is not None:
-        print_metrics(console, result.last_eval, title)
+def _exit_if_stopped(result: TrainResult) -> None:
+    """Exit 75 if training was stopped (resumable)."""
     if result.status == "stopped":
         raise typer.Exit(EXIT_STOPPED)
 
@@ -301,18 +283,7 @@ def train(
     eval: InlineEval = True,
 ) -> None:
     """Train (or resume) a run on Model Garden's trainer; Ctrl-C saves and stops cleanly."""
-    from tfod.config.schema import load_config, parse_duration
-    from tfod.train.trainer import train as run_training
-
-    settings = load_config(config)
-    if time is not None:
-        if steps is not None:
-            raise TfodError("--steps and --time are both given; a run has one or the other")
-        parse_duration(time)
-        timed = settings.train.model_copy(update={"time": time, "steps": None})
-        settings = settings.model_copy(update={"train": timed})
-    result = run_training(settings, runs_dir, run, steps, batch_size, inline_eval=eval)
-    _report_training(result)
+    _exit_if_stopped(api.train(config, run, runs_dir, steps, batch_size, time, eval))
 
 
 @app.command("qat")
@@ -331,14 +302,9 @@ def qat(
 ) -> None:
     """Quantization-aware training: a new run from PARENT's float checkpoint, fake-quantized to
     int8 (Model Garden's QAT); `tfod export` then builds its int8 TFLite. Run it again to resume."""
-    from tfod.train.qat import qat_config
-    from tfod.train.trainer import train as run_training
-
     if steps is not None and steps < 1:
         raise TfodError(f"--steps must be a whole number of at least 1, got {steps}")
-    config = qat_config(RunDir(parent), run, steps, checkpoint)
-    result = run_training(config, parent.parent, config.name, inline_eval=eval)
-    _report_training(result)
+    _exit_if_stopped(api.qat(parent, run, steps, checkpoint, eval))
 
 
 @app.command("batch-size")
@@ -389,13 +355,10 @@ def evaluate(
     from tfod.evaluate.evaluator import RunEvaluator
     from tfod.evaluate.report import print_metrics
 
-    run_dir = RunDir(run)
     if not watch:
-        step, prefix = run_dir.require().checkpoint(checkpoint)  # checked before building a model
-        with native_output_to(run / "eval.log"):
-            row = RunEvaluator(run_dir).evaluate(step, prefix)
-        print_metrics(console, row)
+        api.evaluate(run, checkpoint)
         return
+    run_dir = RunDir(run)
     _wait_for_run(run_dir, timeout, poll)
     run_dir.require()
     with native_output_to(run / "eval.log"):
@@ -422,10 +385,13 @@ def _wait_for_run(run: RunDir, timeout: float, poll: float) -> None:
 
     from tfod.runs.rundir import EXPERIMENT_YAML
 
+    def started() -> bool:  # the trainer writes both files, one after the other
+        return run.exists() and (run.path / EXPERIMENT_YAML).is_file()
+
     deadline = time.monotonic() + timeout
-    if not (run.path / EXPERIMENT_YAML).is_file():
+    if not started():
         console.print(f"Waiting for a trainer to start {escape(str(run.path))}...")
-    while not (run.path / EXPERIMENT_YAML).is_file():
+    while not started():
         if time.monotonic() > deadline:
             raise TfodError(f"no run appeared within {timeout:g} s", run.path)
         time.sleep(poll)
@@ -447,10 +413,13 @@ def demo(
     ] = "demo",
 ) -> None:
     """The whole job on built-in data: make the demo dataset, train a detector, evaluate it."""
+    from tfod.evaluate.report import print_metrics
     from tfod.train.demo import run_demo
 
     result = run_demo(data, runs_dir, steps, inline_eval=eval, name=run)
-    _report_training(result, title=f"Demo run {result.run.path}: COCO metrics")
+    if result.last_eval is not None:
+        print_metrics(console, result.last_eval, f"Demo run {result.run.path}: COCO metrics")
+    _exit_if_stopped(result)
 
 
 MaxApDrop = Annotated[
@@ -475,8 +444,13 @@ def export(
         str, typer.Option(help="best (latest before any evaluation), latest or a step number.")
     ] = "best",
     format: Annotated[
-        str, typer.Option("--format", help="Comma-separated: saved_model, tflite, onnx.")
-    ] = "saved_model,tflite,onnx",
+        str | None,
+        typer.Option(
+            "--format",
+            help="Comma-separated: saved_model, tflite, onnx (default: every one the run's "
+            "detector family exports; Faster R-CNN: saved_model, onnx).",
+        ),
+    ] = None,
     quant: Annotated[
         str | None,
         typer.Option(
@@ -521,23 +495,9 @@ def export(
     manifest.
 
     A QAT run (`tfod qat`) exports its int8 TFLite and its float parent's post-training int8."""
-    from tfod.export.exporter import FORMATS, QUANTS, parse_list
-    from tfod.export.exporter import export as run_export
-    from tfod.export.report import print_export
-
-    formats = parse_list(format, FORMATS, "--format")
-    quants = parse_list(quant, QUANTS, "--quant") if quant is not None else None
-    run_dir = RunDir(run).require()
-    with native_output_to(run / "export.log"):
-        manifest = run_export(
-            run_dir, checkpoint, formats, quants, calibration_images,
-            on_step=lambda text: console.print(f"Exporting: {escape(text)}"), io=io,
-            max_cpu_ops=max_cpu_ops, metadata=metadata,
-        )  # fmt: skip
-    print_export(console, manifest)
-    console.print(f"Artefacts in {escape(str(run / 'export'))} (manifest: export.json).")
+    api.export(run, checkpoint, format, quant, calibration_images, io, max_cpu_ops, metadata)
     if verify:
-        _verify(run_dir, max_ap_drop, per_class)
+        api.verify(run, max_ap_drop, per_class)
 
 
 @app.command("verify")
@@ -547,22 +507,7 @@ def verify(
     per_class: PerClass = False,
 ) -> None:
     """Score every exported artefact on the validation split: size, AP, ΔAP, latency, speed-up."""
-    _verify(RunDir(run).require(), max_ap_drop, per_class)
-
-
-def _verify(run_dir: RunDir, max_ap_drop: float | None, per_class: bool) -> None:
-    from tfod.console import counter
-    from tfod.export.report import print_per_class, print_verification
-    from tfod.export.verify import check_ap_drop
-    from tfod.export.verify import verify as run_verify
-
-    with native_output_to(run_dir.path / "export.log"), counter() as progress:
-        rows, images = run_verify(run_dir, on_model=progress)
-    print_verification(console, rows, images)
-    if per_class:
-        print_per_class(console, rows)
-    if max_ap_drop is not None:
-        check_ap_drop(rows, max_ap_drop)
+    api.verify(run, max_ap_drop, per_class)
 
 
 @app.command("predict")
@@ -580,31 +525,11 @@ def predict(
     ] = "best",
 ) -> None:
     """Detect on images and videos: annotated copies plus COCO results JSON."""
-    from tfod.console import counter
-    from tfod.predict.predict import count_frames, load_model
-    from tfod.predict.predict import predict as run_predict
-
     if not 0.0 <= threshold <= 1.0:
         raise TfodError(f"--threshold must be between 0 and 1, got {threshold}")
     if out.exists() and not out.is_dir():
         raise TfodError("--out must be a folder, and this is a file", out)
-    log = out / "predict.log"
-    with native_output_to(log), counter() as progress:
-        detector = load_model(model, checkpoint)
-        tick = progress("frames", count_frames(inputs))
-        result = run_predict(detector, inputs, out, threshold, on_frame=tick)
-    if problem := getattr(detector, "delegate_problem", ""):
-        console.print(f"[yellow]{escape(problem)}[/yellow]: ran on LiteRT's reference kernels")
-    console.print(
-        f"{result.images} image(s), {result.videos} video(s) ({result.frames} frames): "
-        f"{result.detections} detections at score >= {threshold:g} -> {escape(str(out))}"
-    )
-    for path, reason in result.skipped:
-        console.print(f"[yellow]skipped[/yellow] {escape(str(path))}: {escape(reason)}")
-    if result.skipped:
-        console.print(f"[yellow]{len(result.skipped)} input(s) skipped[/yellow]")
-    if result.images == 0 and result.frames == 0:
-        raise TfodError("nothing was predicted: no input could be read")
+    api.predict(model, inputs, out, threshold, checkpoint)
 
 
 import_app = typer.Typer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,16 @@ console = Console(
 )
 
 
+def live_display() -> bool:
+    """Whether progress bars can redraw in place: on a terminal, or in Jupyter where rich draws
+    them in a widget (with ipywidgets installed; without it rich only warns, so counted bars are
+    off there). Elsewhere (`docker compose logs`, CI, a file) a bar is printed once, when done,
+    and training prints a plain line now and then."""
+    if console.is_jupyter:
+        return importlib.util.find_spec("ipywidgets") is not None
+    return console.is_terminal
+
+
 def _progress() -> Progress:
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -42,7 +53,12 @@ def _progress() -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    return Progress(*columns, console=console, transient=False)
+    return Progress(
+        *columns,
+        console=console,
+        transient=False,
+        disable=not live_display() and console.is_jupyter,
+    )
 
 
 def _advance(progress: Progress, task: TaskID) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.data.sources import WRITERS
+from tests.helpers import readme_commands
 
 pytestmark = pytest.mark.docker
 
@@ -121,7 +122,36 @@ def _compose_command() -> list[str]:
     pytest.fail("neither `docker compose` (v2) nor docker-compose (v1) is installed")
 
 
+def _readme_compose_lines() -> list[tuple[dict[str, str], list[str]]]:
+    """The README's container commands: (their VAR=value settings, what follows `docker compose`)."""
+    lines = []
+    for words in readme_commands("In containers"):
+        settings = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+        command = words[len(settings) :]
+        assert command[:2] == ["docker", "compose"], words
+        lines.append((settings, command[2:]))
+    return lines
+
+
+def test_the_readmes_compose_lines_name_files_profiles_and_services_that_exist() -> None:
+    """Each README line, as compose reads it (files, profile, settings, the service it runs)."""
+    for settings, args in _readme_compose_lines():
+        env = {**os.environ, **settings, "COMPOSE_PROJECT_NAME": "tfodreadme"}
+        files = [] if "-f" in args else ["-f", "compose.yaml"]
+        options = args[: args.index("up")] if "up" in args else args[: args.index("run")]
+        check = [*_compose_command(), *files, *options, "config", "--services"]
+        result = subprocess.run(check, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{settings} {args}: {result.stderr}"
+        if "run" in args:
+            assert args[-1] in result.stdout.split(), (args, result.stdout)
+
+
+@pytest.mark.xdist_group("compose-up")
 def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any) -> None:
+    """The README's first and last container lines: `up` (detached, images built by nox), then
+    the exporter for the run it trained."""
+    (_, up), *_, (export_settings, export) = _readme_compose_lines()
+    assert up == ["up"] and list(export_settings) == ["TFOD_RUN"]
     project = f"tfodtest{uuid.uuid4().hex[:6]}"
     port = "16006"
     env = {
@@ -142,7 +172,7 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
 
     started = time.monotonic()
     try:
-        call("up", "-d", "--no-build")
+        call(*up, "-d", "--no-build")
         first_ap = None
         while time.monotonic() - started < 900:
             try:
@@ -173,7 +203,7 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
         assert bindings == [{"HostIp": "127.0.0.1", "HostPort": port}]
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).status == 200
 
-        call("--profile", "export", "run", "--rm", "exporter")
+        call(*export)  # TFOD_RUN: the demo's run, "demo" (the README's example names "mine")
         manifest = json.loads(cat(client, runs, "/runs/demo/export/export.json"))
         tflite = ["model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"]
         artefacts = ["saved_model", "model.onnx", *tflite]
@@ -194,6 +224,7 @@ def test_compose_up_trains_evaluates_serves_tensorboard_and_exports(client: Any)
         )
 
 
+@pytest.mark.xdist_group("compose-multiworker")
 def test_compose_multiworker_trains_resumes_and_is_evaluated(client: Any) -> None:
     """compose.multiworker.yaml: a chief and a worker (CPU) train the demo to the end after a
     stop, into one run folder that the evaluator scores. (That two workers train like one is
@@ -296,6 +327,7 @@ MAKE_PUBLISHED = (
 )
 
 
+@pytest.mark.xdist_group("compose-reruns")
 def test_compose_reruns_with_other_settings_and_fine_tunes_from_a_mirror_folder(
     client: Any,
 ) -> None:

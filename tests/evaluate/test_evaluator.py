@@ -58,6 +58,26 @@ def test_metrics_match_pycocotools_on_the_same_detections(demo_data: Path) -> No
     assert np.mean(present) == pytest.approx(ours["metrics"]["AP"], abs=1e-9)
 
 
+def test_equal_scores_score_alike_in_any_order(demo_data: Path) -> None:
+    """A quantized model's scores are whole 256ths and tie often; runtimes return tied
+    detections in their own order, and pycocotools ranks ties in the order it is given them."""
+    ground_truth = demo_data / "val_coco.json"
+    gt = json.loads(ground_truth.read_text())
+    rng = np.random.default_rng(1)
+    results = []
+    for ann in gt["annotations"]:  # a good and a poor box for each object, their scores tied
+        x, y, w, h = ann["bbox"]
+        score = float(rng.integers(10, 13)) / 256
+        for shift in (0.05, 0.4):
+            box = [x + shift * w, y, w, h]
+            results.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                            "bbox": box, "score": score})  # fmt: skip
+    reordered = results[::-1]
+    plain = [_pycocotools(ground_truth, [dict(r) for r in rs]) for rs in (results, reordered)]
+    assert not np.allclose(*plain)  # (loadRes adds keys to what it is given: copies)
+    assert coco_metrics(ground_truth, results) == coco_metrics(ground_truth, reordered)
+
+
 def test_no_detections_scores_zero(demo_data: Path) -> None:
     scores = coco_metrics(demo_data / "val_coco.json", [])
     assert scores["metrics"]["AP"] == 0.0 and scores["metrics"]["AP50"] == 0.0

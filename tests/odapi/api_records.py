@@ -4,11 +4,14 @@ own small writer: the test input for `tfod data import-tfrecord` and `tfod impor
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 
 def label_map_text(categories: list[dict[str, Any]]) -> str:
@@ -26,7 +29,8 @@ def api_example(
     names: dict[int, str],
     source_id: str | None = None,
 ) -> bytes:
-    """One Example in the API's layout: normalised boxes, COCO category ids, a string source id."""
+    """One Example in the API's layout: normalised boxes, COCO category ids, a string source id;
+    where the annotations have a `segmentation`, each object's mask as a 0/1 PNG of the image."""
     encoded = (root / image["file_name"]).read_bytes()
     w, h = image["width"], image["height"]
 
@@ -57,8 +61,25 @@ def api_example(
         "image/object/is_crowd": ints([a.get("iscrowd", 0) for a in annotations]),
         "image/object/area": floats([bw * bh for _, _, bw, bh in boxes]),
     }
+    if any("segmentation" in a for a in annotations):
+        feature["image/object/mask"] = strings([mask_png(a, w, h) for a in annotations])
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return bytes(example.SerializeToString())
+
+
+def mask_png(annotation: dict[str, Any], width: int, height: int) -> bytes:
+    """The annotation's mask as the API's create_coco_tf_record.py stores it."""
+    from pycocotools import mask as coco_mask
+
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):
+        segmentation = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        segmentation = coco_mask.frPyObjects(segmentation, height, width)
+    pixels = coco_mask.decode(segmentation)
+    out = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def write_api_dataset(

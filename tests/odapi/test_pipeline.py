@@ -192,7 +192,7 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "faster_rcnn_resnet50_v1_640x640": (
         {
             "model": {
-                "preset": "retinanet-resnet50-fpn-640",
+                "preset": "fasterrcnn-resnet50-fpn-640",
                 "init_checkpoint": "zoo:resnet50-imagenet",
                 "init_modules": "backbone",
             },
@@ -203,8 +203,11 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
             "overrides": {},
         },
         {
-            "model.faster_rcnn.feature_extractor.type": UNSUPPORTED,
-            "model.faster_rcnn.first_stage_anchor_generator": UNSUPPORTED,
+            "model.faster_rcnn.feature_extractor.type": APPROXIMATED,  # no FPN in the file's
+            "model.faster_rcnn.first_stage_anchor_generator": APPROXIMATED,
+            "model.faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor.use_dropout": (
+                APPROXIMATED
+            ),
             "model.faster_rcnn.image_resizer": MAPPED,
         },
     ),
@@ -292,10 +295,40 @@ def test_quantization_becomes_float_steps_then_tfod_qat(tmp_path: Path) -> None:
     assert "tfod qat runs/ssd_mobilenet_v1_quantized_300x300 --steps 2000" in result.yaml_text
 
 
-def test_unsupported_model_names_the_nearest_preset(tmp_path: Path) -> None:
-    rows = {r.field: r for r in _import("faster_rcnn_resnet50_v1_640x640", tmp_path).rows}
-    why = rows["model.faster_rcnn.feature_extractor.type"].why
-    assert "not supported" in why and "retinanet-resnet50-fpn-640" in why
+def test_a_faster_rcnn_config_becomes_a_faster_rcnn(tmp_path: Path) -> None:
+    result = _import("faster_rcnn_resnet50_v1_640x640", tmp_path)
+    rows = {r.field: r for r in result.rows}
+    row = rows["model.faster_rcnn.feature_extractor.type"]
+    assert row.became == "model.preset: fasterrcnn-resnet50-fpn-640"
+    assert "Model Garden's Faster R-CNN" in row.why and "feature pyramid" in row.why
+    assert load_config(tmp_path / "tfod.yaml").model.preset == "fasterrcnn-resnet50-fpn-640"
+
+
+def test_a_mask_rcnn_config_becomes_tfods_mask_rcnn(tmp_path: Path) -> None:
+    text = (CONFIGS / "faster_rcnn_resnet50_v1_640x640.config").read_text()
+    assert "mask_rcnn_box_predictor {" in text
+    masks = text.replace(
+        "mask_rcnn_box_predictor {",
+        "mask_rcnn_box_predictor {\n        predict_instance_masks: true\n"
+        "        mask_height: 33\n        mask_width: 33",
+    )
+    (tmp_path / "mask_rcnn.config").write_text(masks)
+    result = import_pipeline(tmp_path / "mask_rcnn.config", tmp_path / "tfod.yaml", progress=False)
+    rows = {r.field: r for r in result.rows}
+    predictor = "model.faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor"
+    row = rows[f"{predictor}.predict_instance_masks"]
+    assert row.status == MAPPED and "image/object/mask" in row.why
+    assert rows[f"{predictor}.mask_height"].status == APPROXIMATED
+    assert "Model Garden's mask head" in rows[f"{predictor}.mask_height"].why
+    assert "Model Garden's Mask R-CNN" in rows["model.faster_rcnn.feature_extractor.type"].why
+    assert load_config(tmp_path / "tfod.yaml").model.preset == "maskrcnn-resnet50-fpn-640"
+
+    boxes_only = import_pipeline(
+        tmp_path / "mask_rcnn.config", tmp_path / "boxes.yaml", preset="fasterrcnn-resnet50-fpn-640",
+        progress=False,
+    )  # fmt: skip
+    row = {r.field: r for r in boxes_only.rows}[f"{predictor}.predict_instance_masks"]
+    assert row.status == UNSUPPORTED and "trains boxes alone" in row.why
 
 
 def test_placeholders_and_a_300px_fpn_are_explained(tmp_path: Path) -> None:

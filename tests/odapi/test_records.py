@@ -25,9 +25,13 @@ COUNTS = ("images", "boxes", "images_without_boxes", "crowd_boxes", "per_class",
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """20 generated scenes, converted by tfod, and the same data as API-style records."""
-    root = tmp_path_factory.mktemp("scenes")
+    return _both_ways(tmp_path_factory.mktemp("scenes"), 20, seed=3)
+
+
+def _both_ways(root: Path, n: int, seed: int, masks: bool = False) -> dict[str, Any]:
+    """`n` generated scenes converted by tfod, and the same as API-style records (same split)."""
     source = root / "source"
-    write_scenes(source, 20, np.random.default_rng(3))
+    write_scenes(source, n, np.random.default_rng(seed), masks=masks)
     converted = root / "tfod"
     convert(source, converted, ConvertOptions(format="coco", progress=False, workers=1))
     val_files = {
@@ -35,6 +39,26 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
     train, val, label_map = write_api_dataset(source, root / "api", val_files)
     return {"source": source, "tfod": converted, "train": train, "val": val, "label_map": label_map}
+
+
+@pytest.fixture(scope="module")
+def masked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """12 generated scenes with masks, converted by tfod, and the same as API-style records with
+    image/object/mask PNGs."""
+    return _both_ways(tmp_path_factory.mktemp("masked"), 12, seed=5, masks=True)
+
+
+def _masks(folder: Path) -> dict[tuple[str, float], np.ndarray]:
+    """val_coco.json's masks, keyed by file name and box x."""
+    from pycocotools import mask as coco_mask
+
+    coco = json.loads((folder / "val_coco.json").read_text())
+    files = {i["id"]: i["file_name"] for i in coco["images"]}
+    return {
+        (files[a["image_id"]], round(a["bbox"][0], 3)): coco_mask.decode(a["segmentation"])
+        for a in coco["annotations"]
+        if "segmentation" in a
+    }
 
 
 def _ground_truth(folder: Path) -> tuple[set[Any], set[Any]]:
@@ -51,27 +75,37 @@ def _ground_truth(folder: Path) -> tuple[set[Any], set[Any]]:
 
 
 @pytest.mark.parametrize("copy", [False, True], ids=["reference", "copy"])
+@pytest.mark.parametrize("data", ["scenes", "masked"])
 def test_round_trip_matches_tfod_convert(
-    scenes: dict[str, Any], tmp_path: Path, copy: bool
+    data: str, tmp_path: Path, copy: bool, request: pytest.FixtureRequest
 ) -> None:
+    """Boxes, and (`masked`: image/object/mask PNGs) masks as tfod's converter reads them."""
+    scenes = request.getfixturevalue(data)
     out = tmp_path / "imported"
     summary = import_records(
         scenes["train"], scenes["val"], scenes["label_map"], out, copy=copy, progress=False
     )
     made = json.loads((scenes["tfod"] / "dataset.json").read_text())
     for split in ("train", "val"):
-        for key in COUNTS:
+        for key in (*COUNTS, "masks"):
             assert summary["splits"][split][key] == made["splits"][split][key], (split, key)
+        assert (summary["splits"][split]["masks"] > 0) == (data == "masked")
     assert [c["name"] for c in summary["classes"]] == [c["name"] for c in made["classes"]]
     assert _ground_truth(out) == _ground_truth(scenes["tfod"])
+    ours, theirs = _masks(out), _masks(scenes["tfod"])
+    assert ours.keys() == theirs.keys()
+    for key, pixels in ours.items():
+        assert np.array_equal(pixels, theirs[key]), key
     assert summary["problems"]["counts"] == {}
     assert json.loads((out / "dataset.json").read_text()) == summary
 
     shards = [out / name for s in ("train", "val") for name in summary["splits"][s]["shards"]]
     assert all(p.is_symlink() != copy for p in shards)
-    originals = {(scenes["source"] / e.filename).read_bytes() for e in read_examples(shards)}
-    assert len(originals) == 20  # every image, its bytes unchanged
-    assert originals == {p.read_bytes() for p in (scenes["source"] / "images").iterdir()}
+    found = list(read_examples(shards))
+    assert all(len(e.masks) == (len(e.boxes) if data == "masked" else 0) for e in found)
+    originals = {(scenes["source"] / e.filename).read_bytes() for e in found}
+    images = {p.read_bytes() for p in (scenes["source"] / "images").iterdir()}
+    assert originals == images  # every image, its bytes unchanged
 
 
 def _write(path: Path, records: list[bytes]) -> Path:
@@ -204,3 +238,51 @@ def test_cli_names_a_glob_that_matches_nothing(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert isinstance(result.exception, TfodError)
+
+
+def test_mask_problems_are_counted_and_the_box_kept(masked: dict[str, Any], tmp_path: Path) -> None:
+    """A mask that is no image, an Example without masks in a dataset with masks, and masks that
+    do not match the boxes one to one: each counted; --copy keeps the boxes, rectangles as masks."""
+    source = masked["source"]
+    coco = json.loads((source / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    images = coco["images"]
+
+    def boxes(image: dict[str, Any]) -> list[dict[str, Any]]:
+        return [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+
+    def example(image: dict[str, Any], edit: Any) -> bytes:
+        parsed = tf.train.Example.FromString(api_example(source, image, boxes(image), names))
+        edit(parsed.features.feature)
+        return bytes(parsed.SerializeToString())
+
+    def not_an_image(feature: Any) -> None:
+        feature["image/object/mask"].bytes_list.value[0] = b"not a png"
+
+    def without_masks(feature: Any) -> None:
+        del feature["image/object/mask"]
+
+    def one_mask_short(feature: Any) -> None:
+        del feature["image/object/mask"].bytes_list.value[-1]
+
+    train = [example(images[0], not_an_image), example(images[1], without_masks)]
+    train += [example(images[2], one_mask_short)]
+    train += [api_example(source, image, boxes(image), names) for image in images[3:9]]
+    val = [api_example(source, image, boxes(image), names) for image in images[9:]]
+    records = tmp_path / "records"
+    records.mkdir()
+    files = (_write(records / "train.record", train), _write(records / "val.record", val))
+    with pytest.raises(TfodError, match="--copy"):
+        import_records(
+            [files[0]], [files[1]], masked["label_map"], tmp_path / "ref", progress=False
+        )
+    summary = import_records(
+        [files[0]], [files[1]], masked["label_map"], tmp_path / "out", copy=True, progress=False
+    )
+    counts = summary["problems"]["counts"]
+    assert counts["invalid_mask"] == 1
+    assert counts["missing_mask"] == len(boxes(images[1]))
+    assert counts["bad_annotation"] == 1  # the image whose masks and boxes do not pair up
+    shards = [tmp_path / "out" / n for n in summary["splits"]["train"]["shards"]]
+    found = list(read_examples(shards))
+    assert len(found) == 9 and all(len(e.masks) == len(e.boxes) for e in found)  # all images

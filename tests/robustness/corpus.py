@@ -70,6 +70,17 @@ def _one_good(
     return make
 
 
+def _masked(segmentation: object) -> dict:
+    """A third box on image 1, with `segmentation` as its mask."""
+    return {
+        "id": 3,
+        "image_id": 1,
+        "category_id": 1,
+        "bbox": [2, 2, 8, 8],
+        "segmentation": segmentation,
+    }
+
+
 def _convert(make_src: Callable[[Path], Path], *options: str) -> Callable[[Path], list[str]]:
     def make(root: Path) -> list[str]:
         src = make_src(root)
@@ -539,6 +550,24 @@ CASES = [
         _convert(_one_good(cats=[{"id": 1, "name": "c\x00a\tt"}])),
         0,
         "bad_class_name",
+    ),
+    Case(
+        "coco-rle-counts-outside-cocos-encoding",  # pycocotools' C decoder would trust them
+        _convert(_one_good(extra_anns=[_masked({"size": [30, 40], "counts": "!!#%&9"})])),
+        0,
+        "invalid_mask",
+    ),
+    Case(
+        "coco-rle-mask-bomb",
+        _convert(_one_good(extra_anns=[_masked({"size": [10**5, 10**5], "counts": [10**10]})])),
+        0,
+        "invalid_mask",
+    ),
+    Case(
+        "coco-polygon-a-billion-sides-away",  # rasterising walks each edge's length
+        _convert(_one_good(extra_anns=[_masked([[0, 0, 1e12, 0, 0, 1e12]])])),
+        0,
+        "invalid_mask",
     ),
     Case(
         "yolo-four-fields",

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,9 +24,8 @@ import pytest
 
 from tests.conftest import smoke_config
 from tests.data.sources import WRITERS
-from tests.helpers import run_tfod
+from tests.helpers import readme_commands, run_tfod
 from tests.zoo.server import ZooServer, serve
-from tfod.data.convert import ConvertOptions, convert
 from tfod.errors import TfodError
 from tfod.zoo import catalog
 from tfod.zoo.cache import cache_dir, cache_folder, fetch
@@ -411,56 +411,59 @@ def test_a_local_mirror_folder_serves_air_gapped_hosts(
     assert fetch(f"zoo:{NAME}", progress=False).manifest["url"] == ENTRY.url
 
 
-def _two_class_data(root: Path) -> Path:
-    out = root / "pets"
-    convert(WRITERS["coco"](root / "src"), out, ConvertOptions(workers=1, progress=False))
-    return out
-
-
 @pytest.mark.slow
-def test_init_pretrained_then_train_fine_tunes_with_backbone_and_decoder_restored_exactly(
-    server: ZooServer, pretrained_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_the_readme_path_fine_tunes_from_the_zoo_exports_verifies_and_predicts(
+    server: ZooServer,
+    pretrained_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
+    """The README's "Train on your own images" commands, run as they are written in a folder
+    holding `path/to/labelled/` (COCO) and `photos/`; only tfod.yaml's recipe is cut to 2 steps."""
     import numpy as np
     import tensorflow as tf
     import yaml
 
-    from tfod.config.schema import load_config
     from tfod.model.experiment import load_experiment
     from tfod.runs.rundir import RunDir
     from tfod.train import finetune
     from tfod.train.task import TfodRetinaNetTask
 
-    data = _two_class_data(tmp_path)
-    config = tmp_path / "tfod.yaml"
-    code, output = run_tfod(
-        ["init", "--data", str(data), "--out", str(config), "--pretrained", NAME], capfd
-    )
-    assert code == 0, output
-    written = yaml.safe_load(config.read_text())
-    assert written["model"] == {
-        "preset": ENTRY.preset, "init_checkpoint": f"zoo:{NAME}", "init_modules": "backbone+decoder"
-    }  # fmt: skip
-    assert written["train"]["steps"] == 2000 and written["train"]["learning_rate"] == 0.04
-    assert "Fine-tuning recipe" in config.read_text()
-    assert load_config(config).model.init_checkpoint == f"zoo:{NAME}"
+    monkeypatch.chdir(tmp_path)
+    WRITERS["coco"](tmp_path / "path" / "to" / "labelled")
+    shutil.copytree(tmp_path / "path" / "to" / "labelled" / "images", tmp_path / "photos")
+    convert_, init, train, export, predict = readme_commands("Train on your own images")
+    outputs = {}
+    for command in (convert_, init, train, export, predict):
+        assert command[0] == "tfod", command
+        if command is train:  # the recipe, at a 5-image dataset's scale
+            recipe = yaml.safe_load(Path("tfod.yaml").read_text())
+            assert recipe["model"] == {
+                "preset": ENTRY.preset, "init_checkpoint": f"zoo:{NAME}", "init_modules": "backbone+decoder"
+            }  # fmt: skip
+            assert recipe["train"]["steps"] == 2000 and recipe["train"]["learning_rate"] == 0.04
+            assert "Fine-tuning recipe" in Path("tfod.yaml").read_text()
+            # Batch 2 for speed (the dataset has 5 training images): the rate scales with it.
+            recipe["train"].update(steps=2, batch_size=2, learning_rate=0.01)
+            Path("tfod.yaml").write_text(yaml.safe_dump(recipe))
+        code, outputs[command[1]] = run_tfod(command[1:], capfd)
+        assert code == 0, f"{shlex.join(command)}:\n{outputs[command[1]]}"
 
-    # Batch 2 for speed (the dataset has 5 training images): the rate scales with it.
-    config.write_text(config.read_text().replace("learning_rate: 0.04", "learning_rate: 0.01"))
-    runs = tmp_path / "runs"
-    args = ["train", str(config), "--runs-dir", str(runs), "--steps", "2", "--batch-size", "2"]
-    code, output = run_tfod([*args, "--no-eval"], capfd)
-    assert code == 0, output
-    assert f"Started from zoo:{NAME}" in output and "a new head for this dataset" in output
-    started = RunDir(runs / "pets").read()["initialized_from"]
+    assert f"Started from zoo:{NAME}" in outputs["train"]
+    assert "a new head for this dataset" in outputs["train"]
+    started = RunDir(Path("runs/mine")).read()["initialized_from"]
     assert started["source"]["url"] == ENTRY.url
     assert started["source"]["sha256"] == fetch(f"zoo:{NAME}").manifest["sha256"]
     report = started["report"]
     assert report["backbone"]["action"] == report["decoder"]["action"] == "restored"
     assert report["head"]["action"] == "random init" and report["backbone"]["variables"] > 200
+    for row in ("model_int8.tflite · MediaPipe", "ONNX Runtime, opset"):
+        assert row in outputs["export"]
+    assert (tmp_path / "predictions" / "detections.json").is_file(), outputs["predict"]
 
     # Exactly: a model restored as the trainer does holds the pretrained run's values.
-    experiment = load_experiment(RunDir(runs / "pets"))
+    experiment = load_experiment(RunDir(Path("runs/mine")))
     model = TfodRetinaNetTask(experiment.task).build_model()
     classifier = finetune.classifier_size(experiment.task)
     plan = finetune.plan_restore(f"zoo:{NAME}", ["backbone", "decoder"], classifier)

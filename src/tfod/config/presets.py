@@ -11,6 +11,7 @@ Every preset has a "-smoke" twin: the same architecture family, tiny, for tests 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ class Preset:
         batch_size: the default global batch.
         steps: the default number of training steps.
         qat: Model Garden's quantization-aware training builds this architecture (`tfod qat`).
+        family: the detector family: "retinanet" (one stage, Model Garden's `retinanet` task),
+            "fasterrcnn" (two stages, its `maskrcnn` task without masks) or "maskrcnn" (the same
+            with a mask head: instance segmentation, trained on a dataset with masks).
     """
 
     name: str
@@ -52,6 +56,7 @@ class Preset:
     batch_size: int = 8
     steps: int = 20000
     qat: bool = False
+    family: str = "retinanet"
 
 
 QAT_EXPERIMENT = "retinanet_mobile_coco_qat"
@@ -84,6 +89,38 @@ def _mobilenetv2(
         model["norm_activation"]["norm_epsilon"] = 0.001
         model["anchor"] = {"num_scales": 3, "aspect_ratios": [0.5, 1.0, 2.0], "anchor_size": 3}
     return model
+
+
+def _two_stage(family: str, experiment: str, description: str) -> Preset:
+    """A two-stage preset, FAMILY-resnet50-fpn-640, with Model Garden's recipe's batch and rate."""
+    return Preset(
+        f"{family}-resnet50-fpn-640", experiment, description,
+        input_size=640, min_level=2, max_level=6,
+        reference_batch=64, base_learning_rate=0.12, warmup_steps=500, family=family,
+    )  # fmt: skip
+
+
+def _two_stage_smoke(family: str, experiment: str, **model: dict[str, Any]) -> Preset:
+    """The tiny (ResNet-18) twin of `_two_stage(family, ...)`, with `model` settings added."""
+    real = _two_stage(family, experiment, "")
+    return dataclasses.replace(
+        real,
+        name=real.name + SMOKE_SUFFIX,
+        description=f"tiny twin of {real.name} (ResNet-18) for tests",
+        input_size=64,
+        max_level=4,
+        model={
+            "backbone": {"type": "resnet", "resnet": {"model_id": 18}},
+            "decoder": {"type": "fpn", "fpn": {"num_filters": 16}},
+            "rpn_head": {"num_filters": 16},
+            "detection_head": {"num_convs": 0, "num_filters": 16, "fc_dims": 32},
+            "roi_generator": {"num_proposals": 64, "test_num_proposals": 64},
+            "roi_sampler": {"num_sampled_rois": 32},
+            **model,
+        },
+        batch_size=2,
+        steps=4,
+    )
 
 
 _REAL = [
@@ -135,6 +172,16 @@ _REAL = [
         max_level=7,
         warmup_steps=500,
     ),
+    _two_stage(
+        "fasterrcnn",
+        "fasterrcnn_resnetfpn_coco",
+        "ResNet-50 FPN Faster R-CNN, 640 px: two stages, for accuracy on servers and GPUs",
+    ),
+    _two_stage(
+        "maskrcnn",
+        "maskrcnn_resnetfpn_coco",
+        "ResNet-50 FPN Mask R-CNN, 640 px: boxes and instance masks, on servers and GPUs",
+    ),
 ]
 
 _SMOKE = [
@@ -176,6 +223,11 @@ _SMOKE = [
             "head": {"num_filters": 16, "num_convs": 1},
         },
         warmup_steps=500, batch_size=2, steps=4,
+    ),
+    _two_stage_smoke("fasterrcnn", "fasterrcnn_resnetfpn_coco"),
+    _two_stage_smoke(
+        "maskrcnn", "maskrcnn_resnetfpn_coco",
+        mask_head={"num_convs": 1, "num_filters": 16}, mask_sampler={"num_sampled_masks": 16},
     ),
 ]  # fmt: skip
 

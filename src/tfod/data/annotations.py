@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 
 class Kind(StrEnum):
@@ -31,6 +32,10 @@ class Kind(StrEnum):
     INVALID_BOX = "invalid_box"
     BOX_OUTSIDE = "box_outside"
     BOX_CLIPPED = "box_clipped"
+    INVALID_MASK = "invalid_mask"
+    MISSING_MASK = "missing_mask"
+    MASK_CLIPPED = "mask_clipped"
+    SELF_INTERSECTING_MASK = "self_intersecting_mask"
 
     @property
     def action(self) -> str:
@@ -53,6 +58,10 @@ _ACTIONS = {
     Kind.INVALID_BOX: "box dropped",
     Kind.BOX_OUTSIDE: "box dropped",
     Kind.BOX_CLIPPED: "box clipped to the image",
+    Kind.INVALID_MASK: "box kept, its rectangle as its mask",
+    Kind.MISSING_MASK: "box kept, its rectangle as its mask",
+    Kind.MASK_CLIPPED: "mask clipped to the image",
+    Kind.SELF_INTERSECTING_MASK: "polygon filled as drawn (even-odd)",
 }
 
 
@@ -75,6 +84,27 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Mask:
+    """An object's outline as the annotation gives it, in its box's coordinates.
+
+    Args:
+        polygons: rings of flat (x0, y0, x1, y1, ...) points (COCO, YOLO-seg).
+        rle: COCO run-length encoding of the annotated image: {"size": [h, w], "counts": ...}.
+        instance: an index image of the annotated image and the object's value in it (VOC's
+            SegmentationObject PNG).
+        png: an image of the object alone, its nonzero pixels the object (the Object Detection
+            API's `image/object/mask`).
+        problem: why the annotation's mask could not be read (it becomes an `INVALID_MASK`).
+    """
+
+    polygons: tuple[tuple[float, ...], ...] = ()
+    rle: dict[str, Any] | None = None
+    instance: tuple[Path, int] | None = None
+    png: bytes | None = None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class Box:
     """A box as the annotation gives it.
 
@@ -91,6 +121,7 @@ class Box:
     is_crowd: bool = False
     difficult: bool = False
     truncated: bool = False
+    mask: Mask | None = None
 
 
 @dataclass

@@ -8,19 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tfod.data.annotations import Box, Kind, Problem, SourceImage
+from tfod.data.masks import CheckedMask, check_mask
+from tfod.data.placement import placement
 
 # Coordinates that overshoot the image by less than this fraction of its side are float noise
 # (e.g. a YOLO centre+half-width summing to 1.0000001) and are clamped without a report.
 _CLIP_TOLERANCE = 1e-6
-
-# EXIF orientation -> where a point (x, y) of the stored w x h pixels lands in the upright image.
-# 5-8 turn the image a quarter: an annotation made on the stored pixels shows by its swapped size.
-_UPRIGHT: dict[int, Callable[[float, float, float, float], tuple[float, float]]] = {
-    5: lambda x, y, w, h: (y, x),
-    6: lambda x, y, w, h: (h - y, x),
-    7: lambda x, y, w, h: (h - y, w - x),
-    8: lambda x, y, w, h: (y, w - x),
-}
 
 
 @dataclass(frozen=True)
@@ -36,6 +29,7 @@ class CheckedBox:
     is_crowd: bool
     difficult: bool
     truncated: bool
+    mask: CheckedMask | None = None
 
 
 def check_boxes(
@@ -44,12 +38,12 @@ def check_boxes(
     height: int,
     class_ids: dict[str, int],
     orientation: int = 1,
+    masks: bool = False,
 ) -> tuple[list[CheckedBox], list[Problem]]:
     """Check `image`'s boxes against the real (upright) size `width` x `height`.
 
-    `orientation` is the EXIF orientation the image was turned upright by. When it turned the image
-    a quarter and the annotation's size is the stored (sideways) one, the annotation was made on
-    the stored pixels: its boxes are turned with the image, and that is reported.
+    `orientation` is the EXIF orientation the image was turned upright by (see `placement`).
+    With `masks`, every box kept carries its mask, checked by `tfod.data.masks.check_mask`.
 
     Returns:
         The boxes to keep, normalised, and a problem for every box rescaled, clipped or dropped.
@@ -59,57 +53,21 @@ def check_boxes(
     def report(kind: Kind, detail: str) -> None:
         problems.append(Problem(kind, image.annotation, f"{image.rel}: {detail}"))
 
-    boxes = image.boxes
-    if image.normalized:
-        sx, sy = float(width), float(height)
-    elif image.size == (height, width) and orientation in _UPRIGHT and width != height:
-        report(
-            Kind.EXIF_ROTATED,
-            f"annotated on the image as stored ({height}x{width}); its EXIF orientation "
-            f"{orientation} shows it as {width}x{height}",
-        )
-        boxes = [_turn(box, orientation, height, width) for box in boxes]
-        sx, sy = 1.0, 1.0
-    elif image.size is not None and image.size != (width, height):
-        aw, ah = image.size
-        exif = f" (after its EXIF orientation {orientation})" if orientation != 1 else ""
-        report(
-            Kind.SIZE_MISMATCH,
-            f"annotated as {aw}x{ah} but the image is {width}x{height}{exif}",
-        )
-        sx, sy = width / aw if aw > 0 else 1.0, height / ah if ah > 0 else 1.0
-    else:
-        sx, sy = 1.0, 1.0
-
+    placed = placement(image, width, height, orientation, report)
     kept: list[CheckedBox] = []
-    for box in boxes:
+    for box in image.boxes:
         if box.label not in class_ids:
             report(Kind.UNKNOWN_CLASS, f"{box.where}: class {box.label!r} is not in the class list")
             continue
-        checked = _check_one(
-            box,
-            box.xmin * sx,
-            box.ymin * sy,
-            box.xmax * sx,
-            box.ymax * sy,
-            width,
-            height,
-            class_ids[box.label],
-            report,
-        )
+        checked = _check_one(box, *placed.corners(box), width, height, class_ids[box.label], report)
+        if checked is not None and masks:
+            corners = (checked.xmin * width, checked.ymin * height,
+                       checked.xmax * width, checked.ymax * height)  # fmt: skip
+            mask = check_mask(box.mask, corners, placed, (width, height), box.where, report)
+            checked = dataclasses.replace(checked, mask=mask)
         if checked is not None:
             kept.append(checked)
     return kept, problems
-
-
-def _turn(box: Box, orientation: int, stored_w: int, stored_h: int) -> Box:
-    """`box` on the stored pixels -> the same box on the upright image."""
-    to_upright = _UPRIGHT[orientation]
-    xa, ya = to_upright(box.xmin, box.ymin, stored_w, stored_h)
-    xb, yb = to_upright(box.xmax, box.ymax, stored_w, stored_h)
-    return dataclasses.replace(
-        box, xmin=min(xa, xb), ymin=min(ya, yb), xmax=max(xa, xb), ymax=max(ya, yb)
-    )
 
 
 def _check_one(

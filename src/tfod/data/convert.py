@@ -103,7 +103,8 @@ def convert(src: Path, out: Path, options: ConvertOptions | None = None) -> dict
         writers = {
             split: ShardWriter(tmp, split, _shard_count(images, splits, split)) for split in SPLITS
         }
-        tasks = [_Task(image, class_ids) for image, _ in images]
+        masks = any(box.mask is not None for image, _ in images for box in image.boxes)
+        tasks = [_Task(image, class_ids, masks) for image, _ in images]
         outcomes = track(_run(tasks, workers), len(tasks), "Converting", options.progress)
         source_id = 0
         try:
@@ -272,6 +273,7 @@ def raise_if_problems(problems: list[Problem], src: Path) -> None:
 class _Task:
     image: SourceImage
     class_ids: dict[str, int]
+    masks: bool  # the source has masks: every box kept carries one
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def _process(task: _Task) -> _Outcome:
         problem = Problem(Kind.UNREADABLE_IMAGE, image.annotation, f"{image.rel}: {detail}{lost}")
         return _Outcome(None, [], [problem])
     boxes, problems = check_boxes(
-        image, prepared.width, prepared.height, task.class_ids, prepared.orientation
+        image, prepared.width, prepared.height, task.class_ids, prepared.orientation, task.masks
     )
     return _Outcome(prepared, boxes, problems)
 

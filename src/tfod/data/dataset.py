@@ -162,6 +162,7 @@ class SplitStats:
     boxes: int = 0
     images_without_boxes: int = 0
     crowd_boxes: int = 0
+    masks: int = 0
     per_class: Counter[str] = field(default_factory=Counter)
     box_sizes: Counter[str] = field(default_factory=Counter)
 
@@ -172,6 +173,7 @@ class SplitStats:
             count += 1
             self.per_class[box.label] += 1
             self.crowd_boxes += int(box.is_crowd)
+            self.masks += int(box.mask is not None and not box.mask.rectangle)
             area = box_area(box, image.width, image.height)
             size = "small" if area < SMALL_AREA else "medium" if area < MEDIUM_AREA else "large"
             self.box_sizes[size] += 1
@@ -203,6 +205,7 @@ class CocoBuilder:
                     "bbox": [x, y, bw, bh],
                     "area": bw * bh,
                     "iscrowd": int(box.is_crowd),
+                    **({"segmentation": box.mask.rle} if box.mask is not None else {}),
                 }
             )
 
@@ -235,6 +238,7 @@ def dataset_summary(
             "boxes": s.boxes,
             "images_without_boxes": s.images_without_boxes,
             "crowd_boxes": s.crowd_boxes,
+            "masks": s.masks,
             "per_class": {c: s.per_class.get(c, 0) for c in classes},
             "box_sizes": {k: s.box_sizes.get(k, 0) for k in ("small", "medium", "large")},
             "shards": shards[name],

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -58,8 +58,11 @@ class Scenes:
 DEMO_SCENES = Scenes()
 
 
-def make_demo(out: Path, n: int = 160, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Generate `n` images with seed `seed` and convert them into the dataset folder `out`.
+def make_demo(
+    out: Path, n: int = 160, seed: int = 0, progress: bool = True, masks: bool = False
+) -> dict[str, Any]:
+    """Generate `n` images with seed `seed` and convert them into the dataset folder `out`; with
+    `masks`, each object's visible pixels are its mask (the same images and boxes either way).
 
     Returns:
         The content of the dataset's `dataset.json`.
@@ -69,9 +72,10 @@ def make_demo(out: Path, n: int = 160, seed: int = 0, progress: bool = True) -> 
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="tfod-demo-") as tmp:
         source = Path(tmp)
-        write_scenes(source, n, rng)
+        write_scenes(source, n, rng, masks=masks)
         summary = convert(source, out, ConvertOptions(format="coco", seed=seed, progress=progress))
-    summary["source"] = {"format": "coco", "path": f"tfod data demo --n {n} --seed {seed}"}
+    command = f"tfod data demo --n {n} --seed {seed}" + (" --masks" if masks else "")
+    summary["source"] = {"format": "coco", "path": command}
     atomic.write_json(out / DATASET_JSON, summary)
     return summary
 
@@ -84,12 +88,14 @@ def write_scenes(
     class_of: Callable[[str], str] = lambda shape: shape,
     retouch: Callable[[Image.Image, np.random.Generator], Image.Image] | None = None,
     scenes: Scenes = DEMO_SCENES,
+    masks: bool = False,
 ) -> None:
     """Draw `n` scenes into SOURCE/images/ and write SOURCE/annotations.json (COCO).
 
     Each object is labelled `class_of(label)`, one of `names` (default: the scenes' classes);
-    `retouch` changes a picture (with the same generator) before it is saved. The benchmarks make
-    their other datasets this way.
+    `retouch` changes a picture (with the same generator) before it is saved; with `masks`, each
+    object's `segmentation` is the RLE of its visible pixels. The benchmarks make their other
+    datasets this way.
     """
     names = names or scenes.classes()
     (source / "images").mkdir(parents=True)
@@ -104,7 +110,8 @@ def write_scenes(
         images.append(
             {"id": image_id, "file_name": name, "width": scenes.size, "height": scenes.size}
         )
-        for label, (x0, y0, x1, y1) in objects:
+        visible = instance_masks(objects, scenes.size) if masks else []
+        for index, (label, (x0, y0, x1, y1), _) in enumerate(objects):
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -112,6 +119,7 @@ def write_scenes(
                     "category_id": names.index(class_of(label)) + 1,
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
                     "iscrowd": 0,
+                    **({"segmentation": visible[index]} if masks else {}),
                 }
             )
     categories = [{"id": i, "name": c} for i, c in enumerate(names, start=1)]
@@ -122,16 +130,24 @@ def write_scenes(
 Box = tuple[float, float, float, float]
 
 
+class Shape(NamedTuple):
+    """An object drawn: its label, its box and its outline (a circle's: its bounding square)."""
+
+    label: str
+    box: Box
+    outline: list[tuple[float, float]]
+
+
 def draw_scene(
     rng: np.random.Generator, scenes: Scenes = DEMO_SCENES
-) -> tuple[Image.Image, list[tuple[str, Box]]]:
-    """One picture and its (label, box) objects."""
+) -> tuple[Image.Image, list[Shape]]:
+    """One picture and the objects drawn on it, in drawing order."""
     size = scenes.size
     picture = Image.fromarray(_background(rng, size))
     draw = ImageDraw.Draw(picture)
     for _ in range(scenes.clutter):
         _stroke(draw, rng, size)
-    objects: list[tuple[str, Box]] = []
+    objects: list[Shape] = []
     for _ in range(int(rng.integers(*scenes.objects))):
         for _attempt in range(20):
             label = CLASSES[int(rng.integers(len(CLASSES)))]
@@ -141,7 +157,7 @@ def draw_scene(
             points = _outline(label, cx, cy, side, angle)
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             box = (max(min(xs), 0.0), max(min(ys), 0.0), min(max(xs), size), min(max(ys), size))
-            if all(_iou(box, other) <= MAX_OVERLAP for _, other in objects):
+            if all(_iou(box, other.box) <= MAX_OVERLAP for other in objects):
                 break
         else:
             continue
@@ -151,12 +167,33 @@ def draw_scene(
             label = f"{label}-{band + 1}"
         else:
             colour = _colour(rng)
-        if label.startswith("circle"):
-            draw.ellipse(box, fill=colour)
-        else:
-            draw.polygon(points, fill=colour)
-        objects.append((label, box))
+        shape = Shape(label, box, points)
+        _draw(draw, shape, colour)
+        objects.append(shape)
     return picture, objects
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: Shape, fill: Any) -> None:
+    if shape.label.startswith("circle"):
+        draw.ellipse(shape.box, fill=fill)
+    else:
+        draw.polygon(shape.outline, fill=fill)
+
+
+def instance_masks(objects: list[Shape], size: int) -> list[dict[str, Any]]:
+    """Each object's visible pixels (what later objects leave of it) as COCO's compressed RLE."""
+    from pycocotools import mask as coco_mask
+
+    ids = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(ids)
+    for index, shape in enumerate(objects, start=1):
+        _draw(draw, shape, index)
+    pixels = np.asarray(ids)
+    masks = []
+    for index in range(1, len(objects) + 1):
+        rle = coco_mask.encode(np.asfortranarray((pixels == index).astype(np.uint8)))
+        masks.append({"size": [size, size], "counts": rle["counts"].decode("ascii")})
+    return masks
 
 
 def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:

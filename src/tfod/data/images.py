@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 EXIF_ORIENTATION = 0x0112
 JPEG_QUALITY = 95
@@ -59,6 +59,8 @@ def decode_image(data: bytes) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: both are one skip.
         raise ImageError(f"{err} Such an image is skipped; downscale it to train on it.") from err
+    except UnidentifiedImageError:  # Pillow's message names its in-memory buffer, not the file
+        raise ImageError("not an image format Pillow reads") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(str(err) or type(err).__name__) from err
     return image

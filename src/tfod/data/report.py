@@ -14,35 +14,7 @@ _MAX_PROBLEM_ROWS = 12
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
     """Print `dataset.json`'s content as tables."""
-    splits = summary["splits"]
-    names = list(splits)
-    table = Table(title=f"Dataset ({summary['source']['format']}, {summary['split']['method']})")
-    table.add_column("class")
-    table.add_column("id", justify="right")
-    for split in names:
-        table.add_column(f"{split} boxes", justify="right")
-    for cls in summary["classes"]:
-        table.add_row(
-            cls["name"],
-            str(cls["id"]),
-            *(str(splits[s]["per_class"].get(cls["name"], 0)) for s in names),
-        )
-    table.add_section()
-    rows = [
-        ("images", "images"),
-        ("images without boxes", "images_without_boxes"),
-        ("boxes", "boxes"),
-        ("crowd / ignored boxes", "crowd_boxes"),
-    ]
-    for label, key in rows:
-        table.add_row(label, "", *(str(splits[s][key]) for s in names))
-    for size in ("small", "medium", "large"):
-        table.add_row(
-            f"{size} boxes (COCO)", "", *(str(splits[s]["box_sizes"][size]) for s in names)
-        )
-    table.add_row("shards", "", *(str(len(splits[s]["shards"])) for s in names))
-    console.print(table)
-
+    console.print(_split_table(summary))
     changed = summary.get("images_changed") or {}
     if changed:
         console.print("Images normalised: " + ", ".join(f"{k} x{v}" for k, v in changed.items()))
@@ -63,3 +35,37 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         if len(items) > _MAX_PROBLEM_ROWS:
             console.print(f"  ... {len(items) - _MAX_PROBLEM_ROWS} more in dataset.json")
     console.print(f"fingerprint {summary['fingerprint']}")
+
+
+def _split_table(summary: dict[str, Any]) -> Table:
+    """Classes per split, then the splits' counts, box sizes and shards."""
+    splits = summary["splits"]
+    names = list(splits)
+    table = Table(title=f"Dataset ({summary['source']['format']}, {summary['split']['method']})")
+    table.add_column("class")
+    table.add_column("id", justify="right")
+    for split in names:
+        table.add_column(f"{split} boxes", justify="right")
+    for cls in summary["classes"]:
+        table.add_row(
+            cls["name"],
+            str(cls["id"]),
+            *(str(splits[s]["per_class"].get(cls["name"], 0)) for s in names),
+        )
+    table.add_section()
+    rows = [
+        ("images", "images"),
+        ("images without boxes", "images_without_boxes"),
+        ("boxes", "boxes"),
+        ("crowd / ignored boxes", "crowd_boxes"),
+    ]
+    if any(splits[s].get("masks") for s in names):
+        rows.append(("boxes with a mask (the rest: their box)", "masks"))
+    for label, key in rows:
+        table.add_row(label, "", *(str(splits[s].get(key, 0)) for s in names))
+    for size in ("small", "medium", "large"):
+        table.add_row(
+            f"{size} boxes (COCO)", "", *(str(splits[s]["box_sizes"][size]) for s in names)
+        )
+    table.add_row("shards", "", *(str(len(splits[s]["shards"])) for s in names))
+    return table

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tfod.data.dataset import MEDIUM_AREA, SMALL_AREA, load_summary
+from tfod.data.masks import decode_png
 from tfod.data.tfrecord import DecodedExample, read_examples
 from tfod.errors import TfodError
 from tfod.figures import image_grid, save_png, use_headless_backend
@@ -86,6 +87,10 @@ def _sample_figure(examples: list[DecodedExample], names: dict[int, str]) -> Any
     figure, pairs = image_grid(examples[:SAMPLE_COUNT])
     colours = plt.get_cmap("tab10")
     for axis, ex in pairs:
+        for png, label in zip(ex.masks, ex.labels, strict=False):
+            tint = np.zeros((ex.height, ex.width, 4))
+            tint[decode_png(png) > 0] = (*colours(label % 10)[:3], 0.45)
+            axis.imshow(tint, extent=(0, ex.width, ex.height, 0), interpolation="nearest")
         for (x0, y0, x1, y1), label in zip(ex.boxes, ex.labels, strict=True):
             colour = colours(label % 10)
             axis.add_patch(
@@ -108,5 +113,6 @@ def _sample_figure(examples: list[DecodedExample], names: dict[int, str]) -> Any
                 bbox={"facecolor": colour, "pad": 1, "linewidth": 0},
             )
         axis.set_title(ex.filename, fontsize=7)
-    figure.suptitle("Sample images with their boxes")
+    masks = any(ex.masks for ex in examples[:SAMPLE_COUNT])
+    figure.suptitle("Sample images with their boxes" + (" and masks" if masks else ""))
     return figure

@@ -2,7 +2,8 @@
 
 Keys (the Object Detection API's): image/{encoded,format,height,width,source_id,filename,key/sha256}
 and image/object/{bbox/xmin,ymin,xmax,ymax (normalised), class/label, class/text, is_crowd, area
-(pixels), difficult, truncated}. `image/source_id` is a decimal string: Model Garden parses it to
+(pixels), difficult, truncated}, and for a dataset with masks image/object/mask (a one-channel
+0/1 PNG per box, as Model Garden's `create_coco_tf_record` writes them). `image/source_id` is a decimal string: Model Garden parses it to
 int64 and the COCO ground truth uses the same number as image id.
 """
 
@@ -35,6 +36,7 @@ class DecodedExample:
     texts: list[str]
     is_crowd: list[int]
     area: list[float]
+    masks: list[bytes]  # PNG, one per box in a dataset with masks
 
 
 def build_example(
@@ -72,6 +74,8 @@ def build_example(
         "image/object/difficult": i([int(x.difficult) for x in boxes]),
         "image/object/truncated": i([int(x.truncated) for x in boxes]),
     }
+    if any(x.mask is not None for x in boxes):
+        feature["image/object/mask"] = b([x.mask.png for x in boxes if x.mask is not None])
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return bytes(example.SerializeToString())
 
@@ -167,4 +171,5 @@ def _decode(example: Any) -> DecodedExample:
         texts=[v.decode() for v in feature["image/object/class/text"].bytes_list.value],
         is_crowd=ints("image/object/is_crowd"),
         area=floats("image/object/area"),
+        masks=list(feature["image/object/mask"].bytes_list.value),
     )

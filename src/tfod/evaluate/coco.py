@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from tfod.data.masks import encode_rle, paste
+
 RECALL_POINTS = 101  # COCOeval's recall thresholds 0.00, 0.01, ..., 1.00
 METRIC_NAMES = (
     "AP", "AP50", "AP75", "APs", "APm", "APl",
     "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl",
 )  # fmt: skip
+MASK_METRIC_NAMES = tuple(f"mask_{name}" for name in METRIC_NAMES[:6])  # mask_AP ... mask_APl
 
 
 class Detector:
@@ -41,6 +44,7 @@ class Detector:
                 image_shape=labels["image_info"][:, 1, :],
                 training=False,
             )
+            masks = {"masks": outputs["detection_masks"]} if "detection_masks" in outputs else {}
             return {
                 "boxes": outputs["detection_boxes"],
                 "scores": outputs["detection_scores"],
@@ -48,37 +52,20 @@ class Detector:
                 "count": outputs["num_detections"],
                 "source_id": labels["groundtruths"]["source_id"],
                 "image_info": labels["image_info"],
+                **masks,
             }
 
         self._infer = infer
 
     def detect(self, on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-        """COCO results ([x, y, w, h] in original pixels) for every validation image."""
+        """COCO results ([x, y, w, h] in original pixels, and for a Mask R-CNN each box's mask as
+        COCO RLE of the original image) for every validation image."""
         dataset = self._task.build_inputs(self._experiment.task.validation_data)
         results: list[dict[str, Any]] = []
         for features, labels in dataset:
             out = {k: v.numpy() for k, v in self._infer(features, labels).items()}
             for i in range(out["boxes"].shape[0]):
-                scale = out["image_info"][i, 2, :]  # (y, x) resize factor of the parser
-                n = int(out["count"][i])
-                boxes = out["boxes"][i, :n] / np.tile(scale, 2)
-                image_id = int(out["source_id"][i])
-                for (ymin, xmin, ymax, xmax), score, cls in zip(
-                    boxes, out["scores"][i, :n], out["classes"][i, :n], strict=True
-                ):
-                    results.append(
-                        {
-                            "image_id": image_id,
-                            "category_id": int(cls),
-                            "bbox": [
-                                float(xmin),
-                                float(ymin),
-                                float(xmax - xmin),
-                                float(ymax - ymin),
-                            ],
-                            "score": float(score),
-                        }
-                    )
+                results.extend(_image_results(out, i))
             if on_batch is not None:
                 on_batch(out["boxes"].shape[0])
         return results
@@ -96,11 +83,36 @@ class Detector:
         return (time.perf_counter() - started) / max(1, images)
 
 
+def _image_results(out: dict[str, np.ndarray], i: int) -> list[dict[str, Any]]:
+    """The COCO results of the batch's `i`-th image."""
+    scale = out["image_info"][i, 2, :]  # (y, x) resize factor of the parser
+    n = int(out["count"][i])
+    ymin, xmin, ymax, xmax = (out["boxes"][i, :n] / np.tile(scale, 2)).T
+    xywh = np.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=1)
+    image_id = int(out["source_id"][i])
+    results = [
+        {
+            "image_id": image_id,
+            "category_id": int(cls),
+            "bbox": [float(v) for v in box],
+            "score": float(score),
+        }
+        for box, score, cls in zip(xywh, out["scores"][i, :n], out["classes"][i, :n], strict=True)
+    ]
+    if "masks" in out:
+        height, width = (int(v) for v in out["image_info"][i, 0])
+        pasted = paste(out["masks"][i, :n], xywh, height, width)
+        for result, pixels in zip(results, pasted, strict=True):
+            result["segmentation"] = encode_rle(pixels)
+    return results
+
+
 def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """COCO box metrics and per-class AP of `results` against the COCO JSON `ground_truth`.
+    """COCO box metrics and per-class AP of `results` against the COCO JSON `ground_truth`; mask
+    metrics too where the results carry masks (a Mask R-CNN's).
 
     Returns:
-        {"metrics": {AP, AP50, ..., ARl}, "per_class": {class name: AP (None: no ground truth)},
+        {"metrics": {AP, AP50, ..., ARl[, mask_AP, ..., mask_APl]}, "per_class": {class name: AP (None: no ground truth)},
         "pr": {class name: precision at 101 recall points, IoU 0.5 (None: no ground truth)}}.
     """
     from pycocotools.coco import COCO
@@ -117,14 +129,15 @@ def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str,
                 "per_class": {n: (0.0 if t else None) for n, t in has_truth.items()},
                 "pr": {n: ([0.0] * RECALL_POINTS if t else None) for n, t in has_truth.items()},
             }
-        dt = gt.loadRes(results)
-        evaluation = COCOeval(gt, dt, iouType="bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    metrics = {
-        name: float(value) for name, value in zip(METRIC_NAMES, evaluation.stats, strict=True)
-    }
+        with_masks = "segmentation" in results[0]  # before loadRes gives boxes box outlines
+        dt = gt.loadRes(sorted((dict(r) for r in results), key=_canonical))  # loadRes adds keys
+        evaluation = _evaluated(COCOeval(gt, dt, iouType="bbox"))
+        metrics = {
+            name: float(value) for name, value in zip(METRIC_NAMES, evaluation.stats, strict=True)
+        }
+        if with_masks:
+            masks = _evaluated(COCOeval(gt, dt, iouType="segm"))
+            metrics.update(zip(MASK_METRIC_NAMES, (float(v) for v in masks.stats), strict=False))
     # precision: [IoU thresholds, recall points, classes, area ranges, max detections]
     precision = evaluation.eval["precision"]
     per_class: dict[str, float | None] = {}
@@ -136,3 +149,17 @@ def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str,
         at_50 = precision[0, :, k, 0, -1]  # IoU 0.5, all areas, 100 detections
         pr[names[cid]] = [max(0.0, float(v)) for v in at_50] if (at_50 > -1).any() else None
     return {"metrics": metrics, "per_class": per_class, "pr": pr}
+
+
+def _canonical(result: dict[str, Any]) -> tuple[Any, ...]:
+    """An order of results that does not depend on the runtime's: pycocotools ranks equal scores
+    in the order it was given them, and a quantized model's scores (whole 256ths) tie often, so
+    two runtimes returning the same detections in another order would score differently."""
+    return result["image_id"], result["category_id"], -result["score"], result["bbox"]
+
+
+def _evaluated(evaluation: Any) -> Any:
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    return evaluation

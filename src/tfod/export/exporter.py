@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tfod import atomic
+from tfod.config.presets import get_preset
 from tfod.data.dataset import LABEL_MAP, load_summary
 from tfod.errors import TfodError, last_error
 from tfod.export import edgetpu
@@ -56,6 +57,17 @@ ONNX = "model.onnx"
 ONNX_OPSET = 17
 """ONNX Runtime 1.32 runs opset 17 on every provider; tf2onnx 1.17 converts Model Garden's
 detectors at it with no unsupported op."""
+FAMILY_FORMATS = {
+    "retinanet": FORMATS,
+    "fasterrcnn": ("saved_model", "onnx"),
+    "maskrcnn": ("saved_model", "onnx"),
+}
+"""The formats each detector family exports (see NO_TFLITE)."""
+NO_TFLITE = (
+    "tfod's TFLite models carry Model Garden's TFLite detection post-processing op, which its "
+    "RetinaNet has and its Faster and Mask R-CNN (the `maskrcnn` task, whose detection generator "
+    "has no `tflite_post_processing`) do not"
+)
 QUANTS = ("fp32", "fp16", "int8")
 IO_TYPES = ("float", "int8", "uint8")
 PARENT_INT8 = "parent_int8.tflite"
@@ -93,7 +105,7 @@ def export(
     Args:
         run: the run folder.
         checkpoint: `best` (falls back to `latest` before any evaluation), `latest` or a step.
-        formats: some of FORMATS (default: all).
+        formats: some of FORMATS (default: all that the run's family exports, FAMILY_FORMATS).
         quants: TFLite variants, some of QUANTS (default: all).
         calibration_images: training images that calibrate the int8 model.
         on_step: called with a line of text before each slow step.
@@ -112,7 +124,7 @@ def export(
     """
     run.require()
     parent = float_parent(run)
-    formats = formats or list(FORMATS)
+    formats = _family_formats(run, formats)
     quants = quants or (["int8"] if parent else list(QUANTS))
     _check_options(run, parent, quants, calibration_images, io)
     say = on_step or (lambda _: None)
@@ -121,19 +133,7 @@ def export(
     data_dir = dataset_dir(experiment)
     summary = load_summary(data_dir)
     size = [int(s) for s in experiment.task.model.input_size[:2]]
-    detection = experiment.task.model.detection_generator
-    manifest: dict[str, Any] = {
-        "created": now(),
-        "run": run.name,
-        "checkpoint": {"which": chosen, "step": step, "path": str(prefix)},
-        "input_size": size,
-        "score_threshold": float(detection.pre_nms_score_threshold),
-        "max_detections": int(detection.max_num_detections),
-        "label_map": LABEL_MAP,
-        "classes": summary["classes"],
-        "versions": versions(),
-        "artefacts": [],
-    }
+    manifest = _new_manifest(run, experiment, summary, {"which": chosen, "step": step}, prefix)
     with atomic.atomic_directory(run.path / EXPORT) as out:
         shutil.copy2(data_dir / LABEL_MAP, out / LABEL_MAP)
         names = [c["name"] for c in summary["classes"]]
@@ -159,6 +159,41 @@ def export(
     if manifest.get("edgetpu", {}).get("gate"):  # after the export is in place: it is kept
         raise TfodError(manifest["edgetpu"]["gate"], run.path / EXPORT)
     return manifest
+
+
+def _new_manifest(
+    run: RunDir, experiment: Any, summary: dict[str, Any], chosen: dict[str, Any], prefix: Path
+) -> dict[str, Any]:
+    """export.json before its artefacts: the run, its checkpoint, the model's input and output."""
+    detection = experiment.task.model.detection_generator
+    return {
+        "created": now(),
+        "run": run.name,
+        "checkpoint": {**chosen, "path": str(prefix)},
+        "input_size": [int(s) for s in experiment.task.model.input_size[:2]],
+        "score_threshold": float(detection.pre_nms_score_threshold),
+        "max_detections": int(detection.max_num_detections),
+        "label_map": LABEL_MAP,
+        "classes": summary["classes"],
+        "versions": versions(),
+        "artefacts": [],
+    }
+
+
+def _family_formats(run: RunDir, formats: list[str] | None) -> list[str]:
+    """`formats`, or by default all that the run's detector family exports (FAMILY_FORMATS)."""
+    family = get_preset(str(run.read().get("plan", {}).get("preset"))).family
+    supported = FAMILY_FORMATS[family]
+    if formats is None:
+        return list(supported)
+    unsupported = [f for f in formats if f not in supported]
+    if unsupported:
+        raise TfodError(
+            f"a {family} run exports {', '.join(supported)}, not {', '.join(unsupported)}: "
+            f"{NO_TFLITE}",
+            "--format",
+        )
+    return formats
 
 
 def _check_options(

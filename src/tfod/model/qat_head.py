@@ -48,14 +48,11 @@ def prediction_ranges(head: Any) -> dict[str, tuple[float, float]]:
 
 
 @functools.cache
-def _head_class() -> type:
+def _separable_conv_class() -> type:
     import tensorflow_model_optimization as tfmot  # type: ignore[import-untyped]
     import tf_keras
-    from official.modeling import tf_utils
-    from official.projects.qat.vision.modeling.heads import dense_prediction_heads as heads
     from official.projects.qat.vision.quantization import configs, helper
 
-    base = heads.RetinaNetHeadQuantized  # Model Garden's: read once, before install() replaces it
     wrap = tfmot.quantization.keras.QuantizeWrapperV2
 
     class SeparableConvWithoutRanges(helper.SeparableConv2DQuantized):  # type: ignore[misc]
@@ -79,51 +76,68 @@ def _head_class() -> type:
                 configs.Default8BitConvQuantizeConfig(["kernel"], [], False),
             )
 
+    return SeparableConvWithoutRanges
+
+
+def _level_ranges(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per pyramid level and net: each tower conv's (depthwise output range, activation), then
+    the final conv's (depthwise output range, prediction range)."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    from official.modeling import tf_utils
+    from official.projects.qat.vision.quantization import configs
+
+    wrap = tfmot.quantization.keras.QuantizeWrapperV2
+
+    def output_range(name: str) -> Any:
+        return wrap(
+            tf_keras.layers.Activation("linear", name=name),
+            configs.Default8BitOutputQuantizeConfig(),
+        )
+
+    def activation(name: str) -> Any:
+        function = tf_utils.get_activation(config["activation"], use_keras_layer=True)
+        return wrap(
+            tf_keras.layers.Activation(function.activation, name=name),
+            configs.Default8BitActivationQuantizeConfig(),
+        )
+
+    return [
+        {
+            net: (
+                [
+                    (
+                        output_range(f"{net}-conv_{i}-dw-range_{level}"),
+                        activation(f"{net}-conv-activation_{level}_{i}"),
+                    )
+                    for i in range(config["num_convs"])
+                ],
+                (output_range(f"{final}-dw-range_{level}"), output_range(f"{final}-range_{level}")),
+            )
+            for net, final in (("classnet", "scores"), ("boxnet", "boxes"))
+        }
+        for level in range(config["min_level"], config["max_level"] + 1)
+    ]
+
+
+@functools.cache
+def _head_class() -> type:
+    from official.projects.qat.vision.modeling.heads import dense_prediction_heads as heads
+    from official.projects.qat.vision.quantization import helper
+
+    base = heads.RetinaNetHeadQuantized  # Model Garden's: read once, before install() replaces it
+
     class LevelRangedRetinaNetHead(base):  # type: ignore[misc,valid-type]
         """`RetinaNetHeadQuantized` with one set of activation ranges per pyramid level."""
 
         def build(self, input_shape: Any) -> None:
-            config = self._config_dict
             original = helper.SeparableConv2DQuantized
-            helper.SeparableConv2DQuantized = SeparableConvWithoutRanges
+            helper.SeparableConv2DQuantized = _separable_conv_class()
             try:  # the shared convs and per-level norms, in Model Garden's order
                 super().build(input_shape)
             finally:
                 helper.SeparableConv2DQuantized = original
-
-            def output_range(name: str) -> Any:
-                return wrap(
-                    tf_keras.layers.Activation("linear", name=name),
-                    configs.Default8BitOutputQuantizeConfig(),
-                )
-
-            def activation(name: str) -> Any:
-                function = tf_utils.get_activation(config["activation"], use_keras_layer=True)
-                return wrap(
-                    tf_keras.layers.Activation(function.activation, name=name),
-                    configs.Default8BitActivationQuantizeConfig(),
-                )
-
-            levels = range(config["min_level"], config["max_level"] + 1)
-            self._level_ranges = [
-                {
-                    net: (
-                        [
-                            (
-                                output_range(f"{net}-conv_{i}-dw-range_{level}"),
-                                activation(f"{net}-conv-activation_{level}_{i}"),
-                            )
-                            for i in range(config["num_convs"])
-                        ],
-                        (
-                            output_range(f"{final}-dw-range_{level}"),
-                            output_range(f"{final}-range_{level}"),
-                        ),
-                    )
-                    for net, final in (("classnet", "scores"), ("boxnet", "boxes"))
-                }
-                for level in levels
-            ]
+            self._level_ranges = _level_ranges(self._config_dict)
 
         def call(self, features: Any) -> Any:
             config = self._config_dict

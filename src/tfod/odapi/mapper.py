@@ -41,8 +41,20 @@ class Row:
 
 # Fields tfod's subset does not declare, by path pattern: what tfod does instead.
 NOT_MODELLED: list[tuple[str, str, str]] = [
-    (r"model\.(faster_rcnn|center_net|experimental_model)\.", UNSUPPORTED,
+    (r"model\.(center_net|experimental_model)\.", UNSUPPORTED,
      "part of a model tfod does not train (see the model row)"),
+    (r"model\.faster_rcnn\.second_stage_box_predictor\.mask_rcnn_box_predictor\."
+     r"(mask_\w+|masks_are_class_agnostic)", APPROXIMATED,
+     "Model Garden's mask head stands in (28x28 masks, four 256-channel convolutions, one mask "
+     "per class): `tfod config show` prints it"),
+    (r"model\.faster_rcnn\.first_stage_anchor_generator", APPROXIMATED,
+     "Model Garden's region proposal anchors: one size per pyramid level (anchor_size x stride), "
+     "aspect ratios 0.5, 1, 2 (task.model.anchor)"),
+    (r"model\.faster_rcnn\.feature_extractor\.", APPROXIMATED,
+     "the preset's backbone builds its own layers (stride, batch norm)"),
+    (r"model\.faster_rcnn\.", APPROXIMATED,
+     "Model Garden's Faster R-CNN settings stand in for the two stages' (proposals, ROI "
+     "sampling, box head, losses): `tfod config show` prints them"),
     (r"model\.ssd\.feature_extractor\.conv_hyperparams", APPROXIMATED,
      "the preset's: batch norm with train.norm_momentum (auto: fitted to the run length), "
      "Model Garden's L2 weight decay, ReLU6 for MobileNet"),

@@ -20,6 +20,12 @@ RESNET = ("retinanet-resnet50-fpn-640",)
 SPINENET = ("retinanet-spinenet49-mobile-384",)
 
 
+TWO_STAGE = ("fasterrcnn-resnet50-fpn-640",)
+
+
+MASKS = ("maskrcnn-resnet50-fpn-640",)  # a Faster R-CNN config that predicts instance masks
+
+
 def map_model(mapper: Mapper, chosen: str | None, classes: int | None) -> None:
     config = mapper.config
     kind = config.model.WhichOneof("model")
@@ -32,7 +38,8 @@ def map_model(mapper: Mapper, chosen: str | None, classes: int | None) -> None:
     elif kind == "faster_rcnn":
         model = config.model.faster_rcnn
         extractor = model.feature_extractor.type
-        family = _family(extractor) if "mobilenet" in extractor else RESNET
+        predictor = model.second_stage_box_predictor.mask_rcnn_box_predictor
+        family = MASKS if predictor.predict_instance_masks else TWO_STAGE
     else:
         model, extractor, family = None, "", MOBILE
     size = _input_size(model) if model is not None else None
@@ -43,22 +50,24 @@ def map_model(mapper: Mapper, chosen: str | None, classes: int | None) -> None:
     mapper.set("model", "preset", preset.name, f"from {source}{given}")
 
     prefix = f"model.{kind}"
-    if kind in ("faster_rcnn", "center_net", "experimental_model"):
-        what = {"faster_rcnn": "two-stage detectors (Faster R-CNN)", "center_net": "CenterNet"}
+    if kind in ("center_net", "experimental_model"):
+        what = "CenterNet" if kind == "center_net" else "this model"
         why = (
-            f"not supported: tfod trains one-stage RetinaNets; {what.get(kind, 'this model')} "
-            f"cannot be imported. The nearest tfod preset is {preset.name}{given}: "
-            f"{preset.description}. The tfod.yaml uses it."
+            f"not supported: tfod trains RetinaNets and Faster R-CNNs; {what} cannot be imported. "
+            f"The nearest tfod preset is {preset.name}{given}: {preset.description}. The "
+            "tfod.yaml uses it."
         )
         mapper.claim(
             f"{prefix}.feature_extractor.type", UNSUPPORTED, f"model.preset: {preset.name}", why
         )
+    elif kind == "faster_rcnn":
+        _map_faster_rcnn(mapper, preset, extractor, chosen)
     elif kind == "ssd":
         _map_ssd(mapper, preset, family, extractor, chosen, qat, fine_tune)
     if model is not None:
         _map_num_classes(mapper, f"{prefix}.num_classes", model.num_classes, classes)
         _map_resizer(mapper, f"{prefix}.image_resizer", model.image_resizer, size, preset)
-    if kind != "ssd":
+    if kind not in ("ssd", "faster_rcnn"):
         mapper.claim(
             prefix, UNSUPPORTED, "", "part of a model tfod does not train (see the model row)"
         )
@@ -108,6 +117,40 @@ def _map_ssd(
         f"{prefix}.feature_extractor.min_depth", APPROXIMATED, "", "MobileNetV2's own minimum"
     )
     _map_anchors(mapper, f"{prefix}.anchor_generator", preset)
+
+
+def _map_faster_rcnn(mapper: Mapper, preset: Preset, extractor: str, chosen: str | None) -> None:
+    """A Faster R-CNN: Model Garden's ResNet-50 FPN Faster R-CNN, its Mask R-CNN where the config
+    predicts instance masks. The two stages' and the mask head's own settings are Model
+    Garden's (the mapper's NOT_MODELLED rows say so)."""
+    masks = "model.faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor"
+    predicted = mapper.config.model.faster_rcnn.second_stage_box_predictor
+    with_masks = predicted.mask_rcnn_box_predictor.predict_instance_masks
+    family, what = (MASKS, "Mask R-CNN") if with_masks else (TWO_STAGE, "Faster R-CNN")
+    notes = []
+    if "resnet50" not in extractor:
+        notes.append("ResNet-50 stands in for this feature extractor")
+    if "fpn" not in extractor:
+        notes.append(f"Model Garden's {what} has a feature pyramid")
+    if chosen is not None and chosen not in family:
+        notes.append(f"--preset {chosen} is not a {what}")
+    given = f" (--preset {chosen})" if chosen else ""
+    mapper.claim(
+        "model.faster_rcnn.feature_extractor.type",
+        APPROXIMATED if notes else MAPPED,
+        f"model.preset: {preset.name}{given}",
+        "; ".join([f"{what} -> Model Garden's {what} (`maskrcnn` task)", *notes]),
+    )
+    if with_masks:
+        mapper.claim(
+            f"{masks}.predict_instance_masks",
+            MAPPED if preset.family == "maskrcnn" else UNSUPPORTED,
+            f"model.preset: {preset.name}",
+            "instance masks, learnt from the records' image/object/mask"
+            if preset.family == "maskrcnn"
+            else f"{preset.name} trains boxes alone",
+        )
+    mapper.claim(masks, MAPPED, "", f"as tfod's {what}")
 
 
 def _family(extractor: str) -> tuple[str, ...]:

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from tfod import atomic
 from tfod.console import track
-from tfod.data.annotations import Box, Kind, Problem, SourceImage
+from tfod.data.annotations import Box, Kind, Mask, Problem, SourceImage
 from tfod.data.boxes import CheckedBox, check_boxes
 from tfod.data.dataset import (
     SPLITS,
@@ -46,6 +48,7 @@ from tfod.errors import TfodError
 FORMAT = "odapi-tfrecord"
 REQUIRED_KEYS = ("image/encoded", "image/height", "image/width")
 BOX_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
+MASK_KEY = "image/object/mask"
 # Each key's value type, as Model Garden's TfExampleDecoder parses it.
 KINDS = {
     "image/encoded": "bytes_list",
@@ -57,6 +60,7 @@ KINDS = {
     "image/object/class/label": "int64_list",
     "image/object/is_crowd": "int64_list",
     "image/object/difficult": "int64_list",
+    MASK_KEY: "bytes_list",  # PNG strings, as the API's dataset tools write them
 }
 # What TensorFlow's decode_image (Model Garden's decoder) reads; Pillow reads more.
 HARMLESS = {Kind.BOX_CLIPPED, Kind.SIZE_MISMATCH}  # what records may keep when referenced
@@ -122,10 +126,11 @@ def import_records(
     new_ids = {name: i for i, name in enumerate(classes, start=1)}
     by_old_id = {old: name for old, name in labels.items()}
     problems: list[Problem] = []
+    masks = _any_masks([*files["train"], *files["val"]])
     examples: dict[str, list[_Example]] = {
         split: list(
             track(
-                _read(files[split], by_old_id, new_ids, problems),
+                _read(files[split], by_old_id, new_ids, problems, masks),
                 _count(files[split]),
                 f"Checking {split} records",
                 progress,
@@ -255,6 +260,7 @@ def _read(
     by_old_id: dict[int, str],
     new_ids: dict[str, int],
     problems: list[Problem],
+    masks: bool,
 ) -> Iterator[_Example]:
     import tensorflow as tf
 
@@ -262,7 +268,8 @@ def _read(
         index = -1
         try:
             for index, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
-                example = _check(bytes(record), f"{path.name}#{index}", by_old_id, new_ids)
+                where = f"{path.name}#{index}"
+                example = _check(bytes(record), where, by_old_id, new_ids, masks)
                 problems.extend(example.problems)
                 yield example
         except tf.errors.OpError as err:
@@ -275,12 +282,33 @@ def _read(
             )
 
 
-def _check(
-    record: bytes, where: str, by_old_id: dict[int, str], new_ids: dict[str, int]
-) -> _Example:
-    """Decode and check one serialized Example."""
+def _any_masks(files: Sequence[Path]) -> bool:
+    """Whether any Example in `files` has `image/object/mask` values: then the dataset has masks,
+    and each box of an Example without them gets its rectangle (a counted `MISSING_MASK`)."""
     import tensorflow as tf
-    from google.protobuf.message import DecodeError
+
+    needle = MASK_KEY.encode()
+    for path in files:
+        with contextlib.suppress(tf.errors.OpError):  # _read reports where it breaks
+            for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+                if needle not in record:  # a key is stored as its bytes: no parse needed
+                    continue
+                with contextlib.suppress(DecodeError):
+                    example = tf.train.Example.FromString(bytes(record))
+                    if _values(example.features.feature, MASK_KEY):
+                        return True
+    return False
+
+
+def _check(
+    record: bytes,
+    where: str,
+    by_old_id: dict[int, str],
+    new_ids: dict[str, int],
+    masks: bool,
+) -> _Example:
+    """Decode and check one serialized Example (with `masks`, its boxes' masks too)."""
+    import tensorflow as tf
 
     try:
         feature = tf.train.Example.FromString(record).features.feature
@@ -305,7 +333,7 @@ def _check(
         )
     example.image = PreparedImage(encoded, TF_FORMATS[fmt], size[0], size[1], ())
 
-    if not _check_boxes(example, feature, by_old_id, new_ids):
+    if not _check_boxes(example, feature, by_old_id, new_ids, masks):
         return example
     if stored != size:
         example.problems.append(
@@ -334,10 +362,14 @@ def _feature_problem(feature: Any) -> str | None:
 
 
 def _check_boxes(
-    example: _Example, feature: Any, by_old_id: dict[int, str], new_ids: dict[str, int]
+    example: _Example,
+    feature: Any,
+    by_old_id: dict[int, str],
+    new_ids: dict[str, int],
+    masks: bool,
 ) -> bool:
-    """The Example's boxes, checked against its image (`example.image`), into `example`; False
-    when they cannot be read (the problem recorded)."""
+    """The Example's boxes (with `masks`, each with its mask), checked against its image
+    (`example.image`), into `example`; False when they cannot be read (the problem recorded)."""
     assert example.image is not None
     size = (example.image.width, example.image.height)
     where, filename = example.where, example.filename
@@ -351,6 +383,16 @@ def _check_boxes(
                 where,
                 f"{filename}: {n} boxes but {len(label_ids)} image/object/class/label values "
                 "(Model Garden reads the class ids from there); its boxes are not used",
+            )
+        )
+        return False
+    pngs = [bytes(v) for v in _values(feature, MASK_KEY)]
+    if pngs and len(pngs) != n:
+        example.problems.append(
+            Problem(
+                Kind.BAD_ANNOTATION,
+                where,
+                f"{filename}: {n} boxes but {len(pngs)} {MASK_KEY} values; its boxes are not used",
             )
         )
         return False
@@ -368,10 +410,11 @@ def _check_boxes(
                 f"box {i + 1}",
                 is_crowd=bool(crowd[i]) if i < len(crowd) else False,
                 difficult=bool(difficult[i]) if i < len(difficult) else False,
+                mask=Mask(png=pngs[i]) if pngs else None,
             )
         )
     image = SourceImage(Path(filename), filename, where, boxes, normalized=True)
-    example.boxes, box_problems = check_boxes(image, size[0], size[1], new_ids)
+    example.boxes, box_problems = check_boxes(image, size[0], size[1], new_ids, masks=masks)
     example.problems.extend(box_problems)
     return True
 

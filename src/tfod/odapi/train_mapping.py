@@ -244,11 +244,9 @@ def _map_fine_tune(mapper: Mapper) -> None:
     entries = [
         e
         for e in ZOO.values()
-        if e.preset == preset and e.restores == wanted and not e.name.endswith("-qat")
+        if e.fits(preset) and e.restores == wanted and not e.name.endswith("-qat")
     ]
-    entries = entries or [
-        e for e in ZOO.values() if e.preset == preset and not e.name.endswith("-qat")
-    ]
+    entries = entries or [e for e in ZOO.values() if e.fits(preset) and not e.name.endswith("-qat")]
     why = (
         "an Object Detection API checkpoint's variables do not map onto Model Garden's modules, "
         "so it cannot be restored"

@@ -19,6 +19,7 @@ import numpy as np
 
 from tfod.data.dataset import LABEL_MAP
 from tfod.data.labelmap import read_label_map
+from tfod.data.masks import encode_rle, paste
 from tfod.errors import TfodError
 
 
@@ -29,14 +30,16 @@ class Detections:
     boxes: np.ndarray  # [N, 4] float32: ymin, xmin, ymax, xmax
     scores: np.ndarray  # [N] float32, descending
     classes: np.ndarray  # [N] int64, 1..num_classes
+    masks: np.ndarray | None = None  # [N, H, W] uint8 0/1 (a Mask R-CNN's)
 
     def above(self, threshold: float) -> Detections:
         keep = self.scores >= threshold
-        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
+        masks = self.masks[keep] if self.masks is not None else None
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], masks)
 
     def coco(self, image_id: int) -> list[dict[str, Any]]:
-        """COCO results entries ([x, y, width, height])."""
-        return [
+        """COCO results entries ([x, y, width, height]; a mask as COCO RLE `segmentation`)."""
+        results = [
             {
                 "image_id": image_id,
                 "category_id": int(cls),
@@ -47,6 +50,10 @@ class Detections:
                 self.boxes, self.scores, self.classes, strict=True
             )
         ]
+        if self.masks is not None:
+            for result, pixels in zip(results, self.masks, strict=True):
+                result["segmentation"] = encode_rle(pixels)
+        return results
 
 
 class DetectionModel(Protocol):
@@ -59,18 +66,31 @@ class DetectionModel(Protocol):
 
 
 def to_original(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, scale: np.ndarray, shape: Any
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    scale: np.ndarray,
+    shape: Any,
+    masks: np.ndarray | None = None,
 ) -> Detections:
-    """Boxes in resized pixels -> original pixels, clipped; empty boxes dropped."""
+    """Boxes in resized pixels -> original pixels, clipped; empty boxes dropped. A Mask R-CNN's
+    box-relative `masks` are pasted on the original image."""
     height, width = shape[:2]
     boxes = boxes.astype(np.float32) / np.tile(scale.astype(np.float32), 2)
     boxes = np.clip(boxes, 0.0, [height, width, height, width]).astype(np.float32)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     order = np.argsort(-scores[keep], kind="stable")
+    boxes = boxes[keep][order]
+    if masks is not None:
+        xywh = np.stack(
+            [boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], 1
+        )
+        masks = paste(masks[keep][order], xywh, height, width)
     return Detections(
-        boxes[keep][order],
+        boxes,
         scores[keep][order].astype(np.float32),
         np.rint(classes[keep][order]).astype(np.int64),
+        masks,
     )
 
 
@@ -102,6 +122,7 @@ class _ServingModel:
             out["detection_classes"][0, :n],
             out["image_info"][0, 2, :],
             image.shape,
+            out["detection_masks"][0, :n] if "detection_masks" in out else None,
         )
         self.latency_seconds.append(time.perf_counter() - started)
         return found

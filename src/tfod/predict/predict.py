@@ -245,10 +245,10 @@ class _NoFrames(Exception):
 
 
 def draw(image: np.ndarray, detections: Any, labels: dict[int, str]) -> np.ndarray:
-    """`image` with each detection's box and "label score" drawn on it."""
+    """`image` with each detection's mask (tinted), box and "label score" drawn on it."""
     from PIL import Image, ImageDraw, ImageFont
 
-    canvas = Image.fromarray(image)
+    canvas = Image.fromarray(_tinted(image, detections))
     pen = ImageDraw.Draw(canvas)
     size = max(10, min(canvas.size) // 30)
     font = ImageFont.load_default(size=size)
@@ -264,3 +264,15 @@ def draw(image: np.ndarray, detections: Any, labels: dict[int, str]) -> np.ndarr
         pen.rectangle([x0, top_y, x0 + right - left + 4, top_y + bottom - top + 2], fill=colour)
         pen.text((x0 + 2, top_y - (top - y0)), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
+
+
+def _tinted(image: np.ndarray, detections: Any) -> np.ndarray:
+    """`image` with each detection's mask, if it has masks, tinted in its class's colour."""
+    if getattr(detections, "masks", None) is None:
+        return image
+    tinted = image.astype(np.float32)
+    for pixels, cls in zip(detections.masks, detections.classes, strict=True):
+        colour = np.asarray(PALETTE[(int(cls) - 1) % len(PALETTE)], np.float32)
+        inside = pixels > 0
+        tinted[inside] = 0.55 * tinted[inside] + 0.45 * colour
+    return tinted.astype(np.uint8)

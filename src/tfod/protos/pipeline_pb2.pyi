@@ -41,14 +41,28 @@ class ExperimentalModel(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class FasterRcnn(_message.Message):
-    __slots__ = ("num_classes", "image_resizer", "feature_extractor")
+    __slots__ = ("num_classes", "image_resizer", "feature_extractor", "second_stage_box_predictor")
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_RESIZER_FIELD_NUMBER: _ClassVar[int]
     FEATURE_EXTRACTOR_FIELD_NUMBER: _ClassVar[int]
+    SECOND_STAGE_BOX_PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     num_classes: int
     image_resizer: ImageResizer
     feature_extractor: FasterRcnnFeatureExtractor
-    def __init__(self, num_classes: _Optional[int] = ..., image_resizer: _Optional[_Union[ImageResizer, _Mapping]] = ..., feature_extractor: _Optional[_Union[FasterRcnnFeatureExtractor, _Mapping]] = ...) -> None: ...
+    second_stage_box_predictor: BoxPredictor
+    def __init__(self, num_classes: _Optional[int] = ..., image_resizer: _Optional[_Union[ImageResizer, _Mapping]] = ..., feature_extractor: _Optional[_Union[FasterRcnnFeatureExtractor, _Mapping]] = ..., second_stage_box_predictor: _Optional[_Union[BoxPredictor, _Mapping]] = ...) -> None: ...
+
+class BoxPredictor(_message.Message):
+    __slots__ = ("mask_rcnn_box_predictor",)
+    MASK_RCNN_BOX_PREDICTOR_FIELD_NUMBER: _ClassVar[int]
+    mask_rcnn_box_predictor: MaskRCNNBoxPredictor
+    def __init__(self, mask_rcnn_box_predictor: _Optional[_Union[MaskRCNNBoxPredictor, _Mapping]] = ...) -> None: ...
+
+class MaskRCNNBoxPredictor(_message.Message):
+    __slots__ = ("predict_instance_masks",)
+    PREDICT_INSTANCE_MASKS_FIELD_NUMBER: _ClassVar[int]
+    predict_instance_masks: bool
+    def __init__(self, predict_instance_masks: _Optional[bool] = ...) -> None: ...
 
 class FasterRcnnFeatureExtractor(_message.Message):
     __slots__ = ("type",)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tfod.config.experiment import BN_MIN_RUN_FRACTION, MAX_RATE_FACTOR, Plan
+from tfod.config.presets import get_preset
 from tfod.config.schema import TfodConfig
 from tfod.data.dataset import LABEL_MAP, VAL_COCO_JSON
 from tfod.errors import TfodError, describe
@@ -52,6 +53,7 @@ def run_checks(
         findings.append(Finding("warning", field, message))
 
     _check_data(config, summary, error)
+    _check_masks(config, plan.preset, summary, error)
     _check_overridden_records(config, experiment, error)
     _check_trainer(experiment.trainer, error)
     model = experiment.task.model
@@ -204,6 +206,21 @@ def _check_data(config: TfodConfig, summary: dict[str, Any], error: Any) -> None
             "data.dir",
             f"the train split of {directory} has no boxes: a detector learns nothing from it; "
             "check the conversion's problems (`tfod data stats`)",
+        )
+
+
+def _check_masks(config: TfodConfig, preset: str, summary: dict[str, Any], error: Any) -> None:
+    """A Mask R-CNN learns masks from the dataset's: it needs a dataset converted with them."""
+    if get_preset(preset).family != "maskrcnn":
+        return
+    splits = summary.get("splits", {})
+    if not splits.get("train", {}).get("masks"):
+        error(
+            "model.preset",
+            f"{preset} learns instance masks, and {config.data.dir} has none: "
+            "convert a source with masks (COCO segmentation, YOLO-seg, VOC SegmentationObject, "
+            "Object Detection API records with image/object/mask; `tfod data demo --masks`), or "
+            "train boxes alone with fasterrcnn-resnet50-fpn-640",
         )
 
 

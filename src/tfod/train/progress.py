@@ -8,20 +8,21 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tfod.console import console
+from tfod.console import console, live_display
 
 
 class ProgressBar:
     """Step, steps/s, loss and ETA; silent when disabled.
 
-    On a terminal, a live bar. Without one (`docker compose logs`, CI, a file), a plain line every
-    TFOD_PROGRESS_SECONDS (default 30) seconds and at the last step.
+    Where bars redraw (a terminal, Jupyter with ipywidgets), a live bar. Elsewhere (`docker compose
+    logs`, CI, a file), a plain line every TFOD_PROGRESS_SECONDS (default 30) seconds and at the
+    last step.
     """
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.total = total
         self.enabled = enabled
-        self.plain = enabled and not console.is_terminal
+        self.plain = enabled and not live_display()
         self.every = float(os.environ.get("TFOD_PROGRESS_SECONDS", "30"))
         self._progress = Progress(
             TextColumn("[bold]train"),

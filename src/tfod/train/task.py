@@ -1,19 +1,24 @@
-"""Model Garden's RetinaNet tasks with tfod's checkpoint initialisation (see `tfod.train.finetune`)."""
+"""Model Garden's detection tasks (RetinaNet; Faster R-CNN, its `maskrcnn` task) with tfod's checkpoint
+initialisation (see `tfod.train.finetune`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from official.vision.tasks import retinanet
+from official.vision.configs import maskrcnn as maskrcnn_config
+from official.vision.tasks import maskrcnn, retinanet
 
 from tfod.model.quantize import is_qat, quantize
 from tfod.train import finetune
 
 
 def make_task(task_config: Any, logging_dir: str | None = None) -> Any:
-    """The task for `task_config`: tfod's QAT RetinaNet task for a QAT config, else tfod's."""
+    """The task for `task_config`: tfod's QAT RetinaNet task for a QAT config, else tfod's task of
+    the config's family."""
     if is_qat(task_config):
         return _qat_task_class()(task_config, logging_dir=logging_dir)
+    if isinstance(task_config, maskrcnn_config.MaskRCNNTask):
+        return TfodMaskRCNNTask(task_config, logging_dir=logging_dir)
     return TfodRetinaNetTask(task_config, logging_dir=logging_dir)
 
 
@@ -38,12 +43,14 @@ def _qat_task_class() -> Any:
     return TfodQatRetinaNetTask
 
 
-class TfodRetinaNetTask(retinanet.RetinaNetTask):  # type: ignore[misc]
-    """`RetinaNetTask` whose `initialize` finds the modules wherever the checkpoint keeps them.
+class _FindsModules:
+    """A task whose `initialize` finds the modules wherever the checkpoint keeps them.
 
     Model Garden calls `initialize` only when the run folder has no checkpoint of its own, so a
     resumed run continues from its own weights, never from `init_checkpoint` again.
     """
+
+    task_config: Any
 
     restored: dict[str, Any] | None = None
 
@@ -62,3 +69,12 @@ class TfodRetinaNetTask(retinanet.RetinaNetTask):  # type: ignore[misc]
             "report": report,
             **finetune.provenance(config.init_checkpoint),
         }
+
+
+class TfodRetinaNetTask(_FindsModules, retinanet.RetinaNetTask):  # type: ignore[misc]
+    """Model Garden's `RetinaNetTask`, initialised as `_FindsModules` says."""
+
+
+class TfodMaskRCNNTask(_FindsModules, maskrcnn.MaskRCNNTask):  # type: ignore[misc]
+    """Model Garden's `MaskRCNNTask` (Faster R-CNN without masks), initialised as `_FindsModules`
+    says."""

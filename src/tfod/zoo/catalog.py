@@ -44,6 +44,7 @@ class ZooEntry:
             more than 1.1x this is refused.
         mirrors: other URLs serving the same file, tried in order after `url`.
         keras: for a "keras-h5" entry, the Keras Applications network and its width.
+        also_fits: other presets with the same backbone, that a "backbone" entry starts too.
     """
 
     name: str
@@ -57,6 +58,10 @@ class ZooEntry:
     unpacked_bytes: int | None = None
     mirrors: tuple[str, ...] = ()
     keras: tuple[str, float] | None = None
+    also_fits: tuple[str, ...] = ()
+
+    def fits(self, preset: str) -> bool:
+        return preset in (self.preset, *self.also_fits)
 
     @property
     def https_url(self) -> str:
@@ -105,6 +110,7 @@ ZOO = {
             "resnet50-imagenet", "retinanet-resnet50-fpn-640", 76.0, "backbone",
             "gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080", kind="prefix",
             note="ImageNet backbone only (top-1 76+); decoder and head start random",
+            also_fits=("fasterrcnn-resnet50-fpn-640", "maskrcnn-resnet50-fpn-640"),
         ),
         ZooEntry(
             "mobilenetv2-imagenet-keras", "retinanet-mobilenetv2-256", 71.3, "backbone",
@@ -119,6 +125,7 @@ ZOO = {
             kind="keras-h5", keras=("ResNet50", 1.0),
             note="ImageNet backbone from Keras Applications: ResNet v1 weights in Model "
             "Garden's v1.5, the fallback when resnet50-imagenet cannot be fetched",
+            also_fits=("fasterrcnn-resnet50-fpn-640", "maskrcnn-resnet50-fpn-640"),
         ),
     ]
 }  # fmt: skip

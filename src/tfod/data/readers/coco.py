@@ -1,5 +1,7 @@
 """COCO JSON: `images`, `annotations` (bbox = [x, y, width, height] in pixels) and `categories`.
 
+An annotation's `segmentation` (polygons, or RLE with list or compressed counts) is its mask.
+
 SRC is a JSON file or a folder holding them (`annotations/*.json`, `*.json`, or `*/…json` as
 Roboflow exports). Category ids need not be contiguous: classes are numbered 1..N in the order of
 their original ids, and the mapping is recorded.
@@ -13,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tfod.data.annotations import Box, Kind, Problem, Source, SourceImage, split_from_name
+from tfod.data.annotations import Box, Kind, Mask, Problem, Source, SourceImage, split_from_name
 from tfod.data.readers.common import ImageLocator, relative
 from tfod.errors import TfodError
 
@@ -168,9 +170,27 @@ def _annotations(
             )
             continue
         crowd = bool(ann.get("iscrowd", 0))
-        box = Box(by_id[category], x, y, x + w, y + h, where=where, is_crowd=crowd)
+        box = Box(
+            by_id[category], x, y, x + w, y + h, where, crowd, mask=_mask(ann.get("segmentation"))
+        )
         boxes.setdefault(_key(image_id), []).append(box)
     return boxes
+
+
+def _mask(segmentation: Any) -> Mask | None:
+    """An annotation's `segmentation` as a `Mask`; None where it has none (absent or empty)."""
+    if segmentation is None or segmentation == []:
+        return None
+    if isinstance(segmentation, dict):
+        return Mask(rle=segmentation)
+    if isinstance(segmentation, list) and all(isinstance(ring, list) for ring in segmentation):
+        try:
+            return Mask(polygons=tuple(tuple(float(v) for v in ring) for ring in segmentation))
+        except (TypeError, ValueError):
+            return Mask(problem="a polygon's coordinates are not all numbers")
+    return Mask(
+        problem=f"segmentation must be polygons or an RLE, got {type(segmentation).__name__}"
+    )
 
 
 def _int(value: Any) -> int:

@@ -1,12 +1,13 @@
 """Pascal VOC: one XML per image (`Annotations/*.xml`, or XMLs beside the images as LabelImg
-writes them), images in `JPEGImages/`, optional split lists in `ImageSets/Main/{train,val}.txt`."""
+writes them), images in `JPEGImages/`, optional split lists in `ImageSets/Main/{train,val}.txt`,
+optional instance masks in `SegmentationObject/*.png` (the n-th object's pixels hold n)."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tfod.data.annotations import Box, Kind, Problem, Source, SourceImage
+from tfod.data.annotations import Box, Kind, Mask, Problem, Source, SourceImage
 from tfod.data.readers.common import ImageLocator, relative, walk_files
 from tfod.errors import TfodError
 
@@ -28,7 +29,8 @@ def read_voc(src: Path) -> Source:
         except ET.ParseError as err:
             problems.append(Problem(Kind.BAD_ANNOTATION, rel_xml, f"not valid XML: {err}"))
             continue
-        boxes = _objects(root, rel_xml, problems)
+        segmentation = src / "SegmentationObject" / f"{xml_path.stem}.png"
+        boxes = _objects(root, rel_xml, problems, segmentation if segmentation.is_file() else None)
         name = root.findtext("filename") or ""
         found = locator.locate(
             name, [src / "JPEGImages", xml_path.parent, src], rel_xml, len(boxes)
@@ -43,7 +45,9 @@ def read_voc(src: Path) -> Source:
     return Source("voc", src, images, classes, problems)
 
 
-def _objects(root: ET.Element, rel_xml: str, problems: list[Problem]) -> list[Box]:
+def _objects(
+    root: ET.Element, rel_xml: str, problems: list[Problem], segmentation: Path | None
+) -> list[Box]:
     boxes = []
     for index, obj in enumerate(root.iter("object"), start=1):
         where = f"object {index}"
@@ -60,9 +64,8 @@ def _objects(root: ET.Element, rel_xml: str, problems: list[Problem]) -> list[Bo
         except ValueError as err:
             problems.append(Problem(Kind.BAD_ANNOTATION, rel_xml, f"{where}: {err}"))
             continue
-        boxes.append(
-            Box(label, x0, y0, x1, y1, where=where, difficult=difficult, truncated=truncated)
-        )
+        mask = Mask(instance=(segmentation, index)) if segmentation is not None else None
+        boxes.append(Box(label, x0, y0, x1, y1, where, False, difficult, truncated, mask))
     return boxes
 
 

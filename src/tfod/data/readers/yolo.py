@@ -1,4 +1,5 @@
-"""YOLO: one `class cx cy w h` line per box (fractions of the image size) in a .txt per image.
+"""YOLO: one `class cx cy w h` line per box (fractions of the image size) in a .txt per image, or
+YOLO-seg's `class x1 y1 x2 y2 x3 y3 ...` line per object (a polygon, its box the polygon's extent).
 
 Labels sit where Ultralytics looks for them (the last `images` folder of the image path replaced
 by `labels`) or beside the image. Class names come from `classes.txt` or a `data.yaml`'s `names`.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tfod.data.annotations import Box, Kind, Problem, Source, SourceImage, split_from_name
+from tfod.data.annotations import Box, Kind, Mask, Problem, Source, SourceImage, split_from_name
 from tfod.data.readers.common import IMAGE_SUFFIXES, lexical, relative, walk_files
 from tfod.errors import TfodError
 
@@ -100,10 +101,8 @@ def _parse(label: Path, annotation: str, classes: list[str], problems: list[Prob
             continue
         where = f"line {number}"
         try:
-            if len(fields) != 5:
-                raise ValueError(f"expected 'class cx cy w h', got {len(fields)} fields")
             index = int(fields[0])
-            cx, cy, w, h = (float(v) for v in fields[1:])
+            box, mask = _shape([float(v) for v in fields[1:]])
         except ValueError as err:
             problems.append(Problem(Kind.BAD_ANNOTATION, annotation, f"{where}: {err}"))
             continue
@@ -116,7 +115,19 @@ def _parse(label: Path, annotation: str, classes: list[str], problems: list[Prob
                 )
             )
             continue
-        boxes.append(
-            Box(classes[index], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, where=where)
-        )
+        boxes.append(Box(classes[index], *box, where=where, mask=mask))
     return boxes
+
+
+def _shape(values: list[float]) -> tuple[tuple[float, float, float, float], Mask | None]:
+    """A line's numbers after the class: a box (cx cy w h) or a polygon (x y pairs, 3 or more)."""
+    if len(values) == 4:
+        cx, cy, w, h = values
+        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), None
+    if len(values) < 6 or len(values) % 2:
+        raise ValueError(
+            f"expected 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...', "
+            f"got {len(values) + 1} fields"
+        )
+    xs, ys = values[0::2], values[1::2]
+    return (min(xs), min(ys), max(xs), max(ys)), Mask(polygons=(tuple(values),))

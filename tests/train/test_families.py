@@ -1,0 +1,118 @@
+"""Detector families beside RetinaNet, through the same commands: Faster R-CNN (Model Garden's
+`maskrcnn` task without masks) is initialised, trained to a time budget, resumed, evaluated,
+exported (SavedModel and ONNX; TFLite refused with the reason), verified and run by `tfod
+predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.helpers import run_tfod
+from tfod.data.demo import make_demo
+from tfod.export.verify import validation_images
+from tfod.model.experiment import load_experiment
+from tfod.runs.rundir import RunDir
+
+pytestmark = pytest.mark.slow
+
+FASTER_RCNN = "fasterrcnn-resnet50-fpn-640-smoke"
+
+
+def test_faster_rcnn_goes_the_whole_path(
+    demo_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    config, runs = tmp_path / "tfod.yaml", tmp_path / "runs"
+    init = ["init", "--data", str(demo_data), "--preset", FASTER_RCNN, "--out", str(config)]
+    code, output = run_tfod(init, capfd)
+    assert code == 0, output
+    assert yaml.safe_load(config.read_text())["model"]["preset"] == FASTER_RCNN
+
+    train = ["train", str(config), "--runs-dir", str(runs), "--run", "frcnn"]
+    code, output = run_tfod([*train, "--time", "1m"], capfd)
+    assert code == 0, output
+    run = runs / "frcnn"
+    state = RunDir(run).read()
+    assert state["time_budget"]["budget_seconds"] == 60  # its steps fitted to the budget
+    first = int(state["step"])
+    code, output = run_tfod([*train, "--steps", str(first + 2)], capfd)
+    assert code == 0 and f"Resuming from step {first}" in output, output
+    assert [s["start_step"] for s in RunDir(run).read()["sessions"]] == [0, first]
+
+    code, output = run_tfod(["eval", str(run), "--checkpoint", "latest"], capfd)
+    assert code == 0 and f"COCO metrics, step {first + 2}" in output, output
+
+    code, output = run_tfod(["export", str(run), "--format", "tflite"], capfd)
+    assert code == 1 and "a fasterrcnn run exports saved_model, onnx, not tflite" in output
+    assert "tflite_post_processing" in output and not (run / "export").exists()
+
+    code, output = run_tfod(["export", str(run), "--verify"], capfd)
+    assert code == 0, output
+    verified = json.loads((run / "export" / "verify.json").read_text())["rows"]
+    rows = {row["name"]: row for row in verified}
+    assert list(rows)[1:] == ["saved_model", "model.onnx"]
+    reference = verified[0]
+    assert rows["saved_model"]["ap"] == pytest.approx(reference["ap"], abs=1e-6)
+    assert rows["model.onnx"]["ap"] == pytest.approx(rows["saved_model"]["ap"], abs=0.005)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, (_, image) in enumerate(validation_images(load_experiment(RunDir(run)))[:2]):
+        Image.fromarray(image).save(photos / f"{i}.png")
+    code, output = run_tfod(["predict", str(run), str(photos), "--out", str(tmp_path / "p")], capfd)
+    assert code == 0 and "2 image(s)" in output, output
+
+
+MASK_RCNN = "maskrcnn-resnet50-fpn-640-smoke"
+
+
+def test_mask_rcnn_needs_masks_then_trains_evaluates_its_masks_and_exports(
+    demo_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Refused on a dataset without masks (the check names the ways to get them); on the demo
+    with masks it trains, reports mask AP beside box AP, and exports what the family exports."""
+    config, runs = tmp_path / "tfod.yaml", tmp_path / "runs"
+
+    def init(data: Path) -> None:
+        command = ["init", "--data", str(data), "--preset", MASK_RCNN, "--out", str(config)]
+        code, output = run_tfod([*command, "--force"], capfd)
+        assert code == 0, output
+
+    init(demo_data)
+    train = ["train", str(config), "--runs-dir", str(runs), "--run", "mrcnn", "--steps", "4"]
+    code, output = run_tfod(train, capfd)
+    assert code == 1 and "learns instance masks" in output and "--masks" in output, output
+
+    masked = tmp_path / "masked"
+    make_demo(masked, n=24, progress=False, masks=True)
+    init(masked)
+    code, output = run_tfod(train, capfd)
+    assert code == 0, output
+    run = runs / "mrcnn"
+    code, output = run_tfod(["eval", str(run), "--checkpoint", "latest"], capfd)
+    assert code == 0 and "mask_AP" in output, output
+    row = RunDir(run).metrics()[-1]
+    assert {"AP", "mask_AP", "mask_AP50"} <= set(row["metrics"]), row["metrics"]
+    detections = json.loads((run / "eval" / f"detections-{row['step']}.json").read_text())
+    assert detections and all(d["segmentation"]["counts"] for d in detections)
+
+    code, output = run_tfod(["export", str(run), "--verify"], capfd)
+    assert code == 0, output
+    rows = json.loads((run / "export" / "verify.json").read_text())["rows"]
+    assert [r["name"] for r in rows][1:] == ["saved_model", "model.onnx"]
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    images = [image for _, image in validation_images(load_experiment(RunDir(run)))[:2]]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(photos / f"{i}.png")
+    out = tmp_path / "predicted"
+    command = ["predict", str(run / "export" / "saved_model"), str(photos), "--out", str(out)]
+    code, output = run_tfod([*command, "--threshold", "0"], capfd)
+    assert code == 0 and "2 image(s)" in output, output
+    found = json.loads((out / "detections.json").read_text())
+    assert found and all(d["segmentation"]["size"] == list(images[0].shape[:2]) for d in found)
