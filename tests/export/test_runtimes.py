@@ -234,9 +234,12 @@ def test_a_wrong_label_order_gives_the_mediapipe_row_wrong_classes(
     at_input_size: tuple[list[tuple[int, np.ndarray]], Path],
     bare_fp32: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same boxes and scores, each under another class's name. (This under-trained fixture
-    confuses its classes so much that its AP need not fall: the classes are checked instead.)"""
+    confuses its classes so much that its AP need not fall: the classes are checked instead.)
+    LiteRT's edge boxes are placed as MediaPipe places them, as in the agreement test above."""
+    monkeypatch.setattr(models, "to_original", placed_as_mediapipe)
     wrong = tmp_path / "wrong" / "model.tflite"
     _rewrite_metadata(bare_fp32, wrong, ["square", "triangle", "circle"], "0,0,0", "1,1,1")
     labels, images = _labels(exported_run), at_input_size[0]

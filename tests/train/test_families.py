@@ -33,11 +33,11 @@ def test_faster_rcnn_goes_the_whole_path(
     assert yaml.safe_load(config.read_text())["model"]["preset"] == FASTER_RCNN
 
     train = ["train", str(config), "--runs-dir", str(runs), "--run", "frcnn"]
-    code, output = run_tfod([*train, "--time", "1m"], capfd)
+    code, output = run_tfod([*train, "--time", "2m"], capfd)
     assert code == 0, output
     run = runs / "frcnn"
     state = RunDir(run).read()
-    assert state["time_budget"]["budget_seconds"] == 60  # its steps fitted to the budget
+    assert state["time_budget"]["budget_seconds"] == 120  # its steps fitted to the budget
     first = int(state["step"])
     code, output = run_tfod([*train, "--steps", str(first + 2)], capfd)
     assert code == 0 and f"Resuming from step {first}" in output, output
