@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,12 @@ from typing import Any
 # long temporary path would wrap mid-word and miss the tests' assertions. Lay them out wide, as
 # tfod does wherever stderr is not a terminal, before anything imports tfod.console.
 os.environ["COLUMNS"] = "200"
+
+# A shell without job control starts a background command (`nox -s tests &`) with Ctrl-C
+# ignored, and every process started from the tests would inherit that: the tests that press
+# Ctrl-C on a tfod command need it delivered. (A Python handler here becomes the default in them.)
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 
