@@ -130,7 +130,7 @@ def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str,
                 "pr": {n: ([0.0] * RECALL_POINTS if t else None) for n, t in has_truth.items()},
             }
         with_masks = "segmentation" in results[0]  # before loadRes gives boxes box outlines
-        dt = gt.loadRes(sorted((dict(r) for r in results), key=_canonical))  # loadRes adds keys
+        dt = gt.loadRes([dict(r) for r in in_canonical_order(results)])  # loadRes adds keys
         evaluation = _evaluated(COCOeval(gt, dt, iouType="bbox"))
         metrics = {
             name: float(value) for name, value in zip(METRIC_NAMES, evaluation.stats, strict=True)
@@ -151,11 +151,12 @@ def coco_metrics(ground_truth: Path, results: list[dict[str, Any]]) -> dict[str,
     return {"metrics": metrics, "per_class": per_class, "pr": pr}
 
 
-def _canonical(result: dict[str, Any]) -> tuple[Any, ...]:
-    """An order of results that does not depend on the runtime's: pycocotools ranks equal scores
-    in the order it was given them, and a quantized model's scores (whole 256ths) tie often, so
-    two runtimes returning the same detections in another order would score differently."""
-    return result["image_id"], result["category_id"], -result["score"], result["bbox"]
+def in_canonical_order(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`results` in an order that does not depend on the runtime's: pycocotools ranks equal
+    scores in the order it was given them, and a quantized model's scores (whole 256ths) tie
+    often, so two runtimes returning the same detections in another order would score
+    differently. Saved in this order, a results file scores in pycocotools as tfod scored it."""
+    return sorted(results, key=lambda r: (r["image_id"], r["category_id"], -r["score"], r["bbox"]))
 
 
 def _evaluated(evaluation: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 from tfod import atomic
 from tfod.console import console
 from tfod.errors import TfodError
-from tfod.evaluate.coco import Detector, coco_metrics
+from tfod.evaluate.coco import Detector, coco_metrics, in_canonical_order
 from tfod.model.experiment import load_experiment
 from tfod.model.weights import read_weights
 from tfod.runs.rundir import FINISHED, RunDir, damage, now
@@ -54,7 +54,7 @@ class RunEvaluator:
                 raise TfodError(f"checkpoint is damaged ({problem})", f"{prefix}.index")
             read_weights(self.model, prefix, self.experiment)
         started = time.perf_counter()
-        results = self.detector.detect()
+        results = in_canonical_order(self.detector.detect())
         scores = coco_metrics(self.ground_truth, results)
         atomic.write_json(self.run.path / "eval" / f"detections-{step}.json", results)
         atomic.write_json(self.run.path / "eval" / f"pr-{step}.json", scores.pop("pr"))
