@@ -40,15 +40,14 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite on generated data (everything but the docker-marked tests).
 
-    Most tests drive one TensorFlow process that keeps about one core busy, and many wait part
-    of their time (on a subprocess starting, a server, a lock, a poll), so pytest-xdist runs a
-    test file per core plus one (up to 4: each worker holds its own TensorFlow, ~2 GB); a file's
-    tests stay together and share its fixtures. `-- -n 0` runs them in one process.
+    Most tests drive one TensorFlow process that keeps about one core busy, so pytest-xdist runs
+    a test file per core (up to 4: each worker holds its own TensorFlow, ~2 GB); a file's tests
+    stay together and share its fixtures. `-- -n 0` runs them in one process.
     """
     _install(session, "test")
     _mediapipe(session)
-    cores = os.cpu_count() or 1
-    parallel = ["-n", str(min(4, cores + 1)), "--dist", "loadfile"] if cores > 1 else []
+    workers = min(4, os.cpu_count() or 1)
+    parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
     # --durations: CI's log names the tests that cost its time.
     session.run(
         "pytest", "-m", "not docker and not network", "--durations=25", *parallel, *session.posargs
