@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,18 @@ def mask_png(annotation: dict[str, Any], width: int, height: int) -> bytes:
     return out.getvalue()
 
 
+def read_coco(
+    source: Path,
+) -> tuple[dict[int, str], list[dict[str, Any]], Callable[[dict[str, Any]], list[dict[str, Any]]]]:
+    """SOURCE/annotations.json: the class names by id, the images, and each image's boxes."""
+    coco = json.loads((source / "annotations.json").read_text())
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for annotation in coco["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    return names, coco["images"], lambda image: by_image.get(image["id"], [])
+
+
 def write_api_dataset(
     source: Path, out: Path, val_files: set[str], shards: int = 2
 ) -> tuple[list[Path], list[Path], Path]:
@@ -90,22 +103,18 @@ def write_api_dataset(
     Returns:
         The train record files, the val record files and the label map.
     """
-    coco = json.loads((source / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    by_image: dict[int, list[dict[str, Any]]] = {}
-    for annotation in coco["annotations"]:
-        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    names, images, boxes = read_coco(source)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[Path]] = {}
     for split in ("train", "val"):
         files[split] = [out / f"{split}.record-{i:05d}-of-{shards:05d}" for i in range(shards)]
         writers = [tf.io.TFRecordWriter(str(p)) for p in files[split]]
-        images = [i for i in coco["images"] if (i["file_name"] in val_files) == (split == "val")]
-        for index, image in enumerate(images):
-            record = api_example(source, image, by_image.get(image["id"], []), names)
+        chosen = [i for i in images if (i["file_name"] in val_files) == (split == "val")]
+        for index, image in enumerate(chosen):
+            record = api_example(source, image, boxes(image), names)
             writers[index % shards].write(record)
         for writer in writers:
             writer.close()
     label_map = out / "label_map.pbtxt"
-    label_map.write_text(label_map_text(coco["categories"]))
+    label_map.write_text(label_map_text([{"id": i, "name": n} for i, n in names.items()]))
     return files["train"], files["val"], label_map

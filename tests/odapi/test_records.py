@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from tests.odapi.api_records import api_example, label_map_text, write_api_dataset
+from tests.odapi.api_records import api_example, label_map_text, read_coco, write_api_dataset
 from tfod.cli import app
 from tfod.data.convert import ConvertOptions, convert
 from tfod.data.demo import write_scenes
@@ -120,12 +120,7 @@ def faulty(scenes: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """Records with one of each problem: file-name source ids (as the API's Pascal VOC converter
     writes them), an unknown class id, an inverted box, an undecodable image, a corrupt record."""
     source = scenes["source"]
-    coco = json.loads((source / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    images = coco["images"]
-
-    def boxes(image: dict[str, Any]) -> list[dict[str, Any]]:
-        return [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+    names, images, boxes = read_coco(source)
 
     train = [api_example(source, image, boxes(image), names) for image in images[:12]]
     unknown = dict(boxes(images[12])[0], category_id=7)
@@ -244,12 +239,7 @@ def test_mask_problems_are_counted_and_the_box_kept(masked: dict[str, Any], tmp_
     """A mask that is no image, an Example without masks in a dataset with masks, and masks that
     do not match the boxes one to one: each counted; --copy keeps the boxes, rectangles as masks."""
     source = masked["source"]
-    coco = json.loads((source / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    images = coco["images"]
-
-    def boxes(image: dict[str, Any]) -> list[dict[str, Any]]:
-        return [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+    names, images, boxes = read_coco(source)
 
     def example(image: dict[str, Any], edit: Any) -> bytes:
         parsed = tf.train.Example.FromString(api_example(source, image, boxes(image), names))
