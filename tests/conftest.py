@@ -83,17 +83,10 @@ def smoke_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return result.run.path
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small detector that has learnt something: 96 px, 200 steps on 48 demo images (~30 s).
-
-    Export verification needs a reference AP above zero (about 0.14 here) to measure drops from.
-    """
-    return _trained(tmp_path_factory.mktemp("trained"))
-
-
 def _trained(folder: Path) -> Path:
-    """`trained_run`'s detector, trained in `folder`."""
+    """A small detector that has learnt something, trained in `folder`: 96 px, 200 steps on 48
+    demo images. Export verification needs a reference AP above zero (about 0.14 here) to measure
+    drops from."""
     from tfod.data.demo import make_demo
     from tfod.train.trainer import train
 
@@ -114,9 +107,9 @@ def _trained(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def exported_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """A run trained as `trained_run` is, exported to every format (int8 calibrated on 16
-    images). Four test files on both pytest-xdist workers read it: the first worker to ask
-    makes it, the other waits for it (see `_once`)."""
+    """A small trained detector (`_trained`) exported to every format (int8 calibrated on 16
+    images). Test files on both pytest-xdist workers read it: the first worker to ask makes it,
+    the other waits for it (see `_once`)."""
     from tfod.export.exporter import export
     from tfod.runs.rundir import RunDir
 

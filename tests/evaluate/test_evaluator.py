@@ -101,14 +101,14 @@ def test_eval_of_a_run_matches_pycocotools_on_its_saved_detections(smoke_run: Pa
 
 
 @pytest.mark.slow
-def test_evaluation_keeps_the_detections_of_model_gardens_default_nms(trained_run: Path) -> None:
+def test_evaluation_keeps_the_detections_of_model_gardens_default_nms(exported_run: Path) -> None:
     """tfod evaluates with TensorFlow's own NMS kernel (`batched`); on a detector that has learnt
     something it keeps exactly the boxes that Model Garden's TPU-padded default, v2, keeps."""
     from tfod.evaluate.evaluator import RunEvaluator
     from tfod.model.experiment import load_experiment
     from tfod.model.weights import read_weights
 
-    run = RunDir(trained_run)
+    run = RunDir(exported_run)  # read only: other tests read it too
     _, prefix = run.checkpoint("latest")
     detections = {}
     for version in ("batched", "v2"):

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,17 +72,17 @@ class Cluster:
         ]
 
 
-@pytest.fixture()
-def project(demo_data: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+def _project(demo_data: Path, tmp_path: Path, steps: int) -> tuple[Path, Path]:
+    """A tfod.yaml training the demo `steps` steps, evaluated every 5, and its runs folder."""
     runs = tmp_path / "runs"
     runs.mkdir()
     config = tmp_path / "tfod.yaml"
     cfg = smoke_config(
-        demo_data, name="mw", train={"batch_size": 8, "steps": 40, "learning_rate": 0.02},
+        demo_data, name="mw", train={"batch_size": 8, "steps": steps, "learning_rate": 0.02},
         eval={"every_steps": 5},
     )  # fmt: skip
     config.write_text(dump_config(cfg))
-    yield config, runs
+    return config, runs
 
 
 def _step(run: RunDir) -> int:
@@ -94,10 +93,8 @@ def _step(run: RunDir) -> int:
 
 
 @needs_unshare
-def test_two_workers_stop_resume_and_train_like_one(
-    project: tuple[Path, Path], demo_data: Path, tmp_path: Path
-) -> None:
-    config, runs = project
+def test_two_workers_stop_resume_and_train_like_one(demo_data: Path, tmp_path: Path) -> None:
+    config, runs = _project(demo_data, tmp_path, steps=40)
     run = RunDir(runs / "mw")
     first = Cluster(config, runs)
     wait_for(lambda: _step(run) >= 10, "step 10")
@@ -136,9 +133,9 @@ def test_two_workers_stop_resume_and_train_like_one(
 
 @needs_unshare
 def test_a_dead_worker_stops_the_chief_and_the_same_command_resumes(
-    project: tuple[Path, Path],
+    demo_data: Path, tmp_path: Path
 ) -> None:
-    config, runs = project
+    config, runs = _project(demo_data, tmp_path, steps=20)
     run = RunDir(runs / "mw")
     first = Cluster(config, runs)
     wait_for(lambda: run.exists() and run.checkpoints(), "a checkpoint")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import json
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import smoke_config
-from tests.helpers import matched, run_tfod, spawn, wait_for
-from tfod.cli import EXIT_STOPPED
+from tests.helpers import matched, run_tfod
 from tfod.config.experiment import build_experiment, make_plan
 from tfod.config.schema import QatSection
 from tfod.data.dataset import load_summary
@@ -57,26 +55,19 @@ def float_parent(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def qat_run(float_parent: Path) -> Path:
-    """`tfod qat` stopped by SIGTERM after its first checkpoint, then resumed to the end; then
-    exported."""
+    """`tfod qat` for 10 steps, then resumed by the same call with more steps; then exported.
+    (Stopping a run by SIGTERM and resuming it is tests/robustness/test_faults.py's: `qat` trains
+    through the same trainer.)"""
+    from tfod.api import qat
     from tfod.export.exporter import export
 
-    run = RunDir(float_parent.parent / "float-qat")
-    step = lambda: int(run.read().get("step", 0))  # noqa: E731
-    first = spawn("qat", str(float_parent), "--steps", "400")
-    wait_for(lambda: step() >= 10, "the first QAT steps", timeout=600)
-    first.send_signal(signal.SIGTERM)
-    output = first.communicate(timeout=300)[0]
-    assert first.returncode == EXIT_STOPPED, output
-    assert "Quantization-aware training of" in output and "Traceback" not in output
-    stopped_at = step()
-    assert stopped_at in run.checkpoints()
-
-    second = spawn("qat", str(float_parent), "--steps", str(stopped_at + 20))
-    output = second.communicate(timeout=900)[0]
-    assert second.returncode == 0, output
-    assert f"Resuming from step {stopped_at}" in output
-    assert [s["start_step"] for s in run.read()["sessions"]] == [0, stopped_at]
+    first = qat(float_parent, steps=10, eval=False)
+    assert first.status == "finished" and first.step == 10
+    run = RunDir(first.run.path)
+    assert run.path == float_parent.parent / "float-qat" and 10 in run.checkpoints()
+    second = qat(float_parent, steps=30)
+    assert second.status == "finished" and second.step == 30
+    assert [s["start_step"] for s in run.read()["sessions"]] == [0, 10]
     export(run, formats=["tflite"], calibration_images=16)  # what the QAT tests read
     return run.path
 
@@ -219,7 +210,7 @@ def test_every_pyramid_level_has_its_own_head_ranges(qat_run: Path) -> None:
     names = [n for n in reader.get_variable_to_shape_map() if "OPTIMIZER" not in n]
     # per level and tower: the convs' (depthwise output, activation), the prediction's
     # (depthwise output, output)
-    # A range's end moves only where the level's values pass it: after the fixture's 40 QAT steps
+    # A range's end moves only where the level's values pass it: after the fixture's 30 QAT steps
     # the class logits' maximum was still its initial 0.1534 at every level in one full test run
     # (levels 4-7 in others), while their minima differed level by level. So each level's
     # (min, max) pair is compared.
