@@ -174,7 +174,7 @@ def _config_file(tmp_path: Path, data: Path, **train: object) -> Path:
 
 @pytest.mark.slow
 def test_sigterm_stops_resumably_a_second_trainer_is_refused_and_kill_9_resumes(
-    tmp_path: Path, demo_data: Path
+    tmp_path: Path, demo_data: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     config = _config_file(tmp_path, demo_data, steps=4000)
     runs = tmp_path / "runs"
@@ -194,12 +194,9 @@ def test_sigterm_stops_resumably_a_second_trainer_is_refused_and_kill_9_resumes(
     second = spawn("train", str(config), "--runs-dir", str(runs), "--no-eval")
     wait_for(lambda: "pid" in (run.path / ".lock").read_text(), "the second trainer's lock")
     wait_for(lambda: f"pid {second.pid}" in (run.path / ".lock").read_text(), "the lock")
-    intruder = subprocess.run(
-        [sys.executable, "-m", "tfod", "train", str(config), "--runs-dir", str(runs)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert intruder.returncode == 1 and "Traceback" not in intruder.stderr
-    assert f"pid {second.pid} on host" in intruder.stderr, intruder.stderr
+    code, refused = run_tfod(["train", str(config), "--runs-dir", str(runs)], capfd)
+    assert code == 1 and "Traceback" not in refused
+    assert f"pid {second.pid} on host" in refused, refused
     wait_for(lambda: max(run.checkpoints(), default=0) > stopped_at, "a checkpoint after resuming")
     second.kill()
     second.wait()
