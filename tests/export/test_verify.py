@@ -38,8 +38,10 @@ def test_every_artefact_is_scored_against_the_checkpoint(exported_run: Path) -> 
         assert row.delta_ap > -0.05, row  # TFLite's NMS op differs slightly from NMS v2
         assert row.latency_ms > 0 and row.invoke_ms > 0 and row.speedup > 0
     for litert, tasks in zip(rows[3::2], rows[4::2], strict=True):
-        # MediaPipe resizes 256 px to 96 px its own way (test_runtimes compares at 96 px: 0.005)
-        assert tasks.ap == pytest.approx(litert.ap, abs=0.02), (litert, tasks)
+        # MediaPipe resizes the 256 px images to 96 px its own way, so on this fixture's few
+        # validation images the two rows differ by the resize (0.001-0.022 AP over CI runs, both
+        # ways); test_runtimes compares them at 96 px, where they agree within 0.005.
+        assert tasks.ap == pytest.approx(litert.ap, abs=0.04), (litert, tasks)
         assert "MediaPipe 0.10.21 object detector" in tasks.note
     document = json.loads((exported_run / "export" / "verify.json").read_text())
     assert document["images"] == images > 0
