@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -61,8 +63,11 @@ def qat_run(float_parent: Path) -> Path:
     from tfod.api import qat
     from tfod.export.exporter import export
 
-    first = qat(float_parent, steps=10, eval=False)
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):  # tfod's console writes to the stderr of the moment
+        first = qat(float_parent, steps=10, eval=False)
     assert first.status == "finished" and first.step == 10
+    assert "Quantization-aware training of" in said.getvalue(), said.getvalue()
     run = RunDir(first.run.path)
     assert run.path == float_parent.parent / "float-qat" and 10 in run.checkpoints()
     second = qat(float_parent, steps=30)
