@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfod.config.anchors import anchor_shapes, fit_anchors, kmeans_ratios, score
+from tfod.config.anchors import (
+    anchor_shapes,
+    fit_anchors,
+    fit_yolo_anchors,
+    kmeans_ratios,
+    score,
+    yolo_score,
+)
 
 MOBILE = {"anchor_size": 3.0, "ratios": (0.5, 1.0, 2.0), "num_scales": 3}  # retinanet_mobile_coco
 
@@ -59,3 +66,18 @@ def test_coco_like_boxes_keep_the_coco_anchors_score() -> None:
     default, fitted = fit_anchors(data, 3, 7, anchor_size=4.0, ratios=(0.5, 1.0, 2.0), num_scales=3)
     assert default.recall > 0.95
     assert fitted.recall >= default.recall
+
+
+def test_yolo_anchors_fitted_to_small_boxes_match_them_all() -> None:
+    rng = np.random.default_rng(4)
+    data = np.concatenate([boxes(rng, 300, (2, 4), r) for r in (0.5, 1.0, 2.0)])
+    coco = [[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198],
+            [373, 326]]  # fmt: skip
+    default, fitted = fit_yolo_anchors(data, coco)
+    # YOLO matches a box to an anchor whose sides are both within 4x of its own.
+    assert default.recall < 0.5 and fitted.recall == 1.0
+    assert len(fitted.boxes) == 9
+    areas = [w * h for w, h in fitted.boxes]
+    assert areas == sorted(areas)  # smallest first: Model Garden gives them to levels 3, 4, 5
+    assert yolo_score(data, np.asarray(fitted.boxes)) == (fitted.recall, fitted.fit)
+    assert fitted.override()["boxes"][0] == {"box": list(fitted.boxes[0])}

@@ -130,3 +130,34 @@ def test_init_fits_anchors_to_small_objects(tmp_path: Path) -> None:
     config = load_config(out)
     experiment = build_experiment(config, make_plan(config, load_summary(data)))
     assert experiment.task.model.anchor.anchor_size == anchor["anchor_size"]
+
+
+def test_a_yolo_preset_learns_tfods_class_ids_with_its_anchors_scaled(demo_data: Path) -> None:
+    from tfod.config.experiment import yolo_anchor_boxes
+
+    name = "yolov7-tiny-416" + SMOKE_SUFFIX
+    config = smoke_config(demo_data, model={"preset": name}, train={"augment": ["hflip"]})
+    plan = make_plan(config, load_summary(demo_data))
+    task = build_experiment(config, plan).task
+    # The recipe's anchors are for 416 px: at 64 px they are 64/416 of that size.
+    first = task.model.anchor_boxes.boxes[0].box
+    assert first == yolo_anchor_boxes(PRESETS[name])[0] == [round(10 * 64 / 416, 2), 2.0]
+    # YOLO's decoder would map ids 1..N as COCO's 91 onto 80 ones: tfod's ids are kept.
+    for data in (task.train_data, task.validation_data):
+        assert data.decoder.type == "simple_decoder"
+        assert data.decoder.simple_decoder.coco91_to_80 is False
+    assert task.train_data.parser.random_flip is True
+    assert task.train_data.parser.aug_scale_min == 1.0  # no scale_jitter asked
+    # Keras's batch-norm momentum (the recipe's 0.03 is PyTorch's convention for 0.97).
+    assert task.model.norm_activation.norm_momentum == plan.norm_momentum >= 0.9
+    assert task.model.detection_generator.max_boxes == 100
+
+
+@pytest.mark.parametrize("ema", [None, 0.99])
+def test_a_yolo_run_averages_its_weights_only_when_asked(
+    demo_data: Path, ema: float | None
+) -> None:
+    config = smoke_config(demo_data, model={"preset": "yolov7-tiny-416-smoke"}, train={"ema": ema})
+    experiment = build_experiment(config, make_plan(config, load_summary(demo_data)))
+    averages = experiment.trainer.optimizer_config.ema  # the recipe's is on
+    assert (averages and averages.average_decay) == ema

@@ -5,6 +5,11 @@ pixels (i < num_scales) for each aspect ratio w/h. The presets use their experim
 0.5/1/2, anchor size 3 for the mobile ones, 4 for ResNet-FPN). `fit_anchors` clusters the training boxes' aspect ratios (k-means on log w/h) and picks
 the anchor size that matches the most boxes, scoring each candidate by best possible recall: the
 share of boxes whose best anchor overlaps them at IoU >= 0.5, the matcher's positive threshold.
+
+A YOLOv7's anchors are nine width x height boxes, three per level. `fit_yolo_anchors` clusters the
+training boxes' sizes (k-means on log width and height, as YOLO's autoanchor clusters them) and
+scores anchors as YOLO's parser matches them: a box is learnt by an anchor whose width and height
+are both within a factor YOLO_ANCHOR_THRESHOLD of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 POSITIVE_IOU = 0.5  # Model Garden's RetinaNet matcher: anchors at or above it learn the box
 ANCHOR_SIZES = (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
 MIN_GAIN = 0.02  # the fitted anchors must match this many more boxes to be suggested
+YOLO_ANCHOR_THRESHOLD = 4.0  # Model Garden's YOLOv7 parser (`anchor_thresh`): the widest match
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,52 @@ def fit_anchors(
     candidates = [scored(s, r) for r in (tuple(ratios), fitted) for s in ANCHOR_SIZES]
     best = max([preset, *candidates], key=lambda a: (a.recall, a.mean_iou))
     return preset, best
+
+
+@dataclass(frozen=True)
+class YoloAnchors:
+    boxes: tuple[tuple[float, float], ...]  # (width, height) in input pixels, ascending area
+    recall: float  # share of the boxes some anchor can learn (YOLO_ANCHOR_THRESHOLD)
+    fit: float  # mean over boxes of the best anchor's worst side ratio (1: exact)
+
+    def override(self) -> dict[str, object]:
+        """`overrides.task.model.anchor_boxes` for tfod.yaml."""
+        return {"boxes": [{"box": [w, h]} for w, h in self.boxes]}
+
+
+def yolo_score(boxes: np.ndarray, anchors: np.ndarray) -> tuple[float, float]:
+    """Best possible recall and mean best fit of (M, 2) box sizes against (N, 2) anchor sizes, as
+    YOLO's parser matches them (the larger of the width and height ratios, either way round)."""
+    ratio = boxes[:, None] / anchors[None]
+    worst = np.maximum(ratio, 1 / ratio).max(axis=2)  # [M, N]
+    best = worst.min(axis=1)
+    return float((best < YOLO_ANCHOR_THRESHOLD).mean()), float((1 / best).mean())
+
+
+def fit_yolo_anchors(
+    boxes: np.ndarray, anchors: Sequence[Sequence[float]], iterations: int = 50
+) -> tuple[YoloAnchors, YoloAnchors]:
+    """The given (preset's) anchors and as many fitted to (M, 2) box sizes in input pixels."""
+    given = np.asarray(anchors, dtype=np.float64)
+    logs = np.log(boxes)
+    order = np.argsort(logs.sum(axis=1))
+    k = len(given)
+    centres = logs[order[((np.arange(k) + 0.5) / k * len(order)).astype(int)]]
+    for _ in range(iterations):
+        nearest = ((logs[:, None] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+        centres = np.array(
+            [
+                logs[nearest == j].mean(axis=0) if np.any(nearest == j) else centres[j]
+                for j in range(k)
+            ]
+        )
+
+    def scored(shapes: np.ndarray) -> YoloAnchors:
+        rounded = sorted(((round(float(w), 1), round(float(h), 1)) for w, h in shapes),
+                         key=lambda wh: wh[0] * wh[1])  # fmt: skip
+        return YoloAnchors(tuple(rounded), *yolo_score(boxes, np.asarray(rounded)))
+
+    return scored(given), scored(np.exp(centres))
 
 
 def training_box_sizes(data: Path, input_size: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tfod.config.presets import QAT_EXPERIMENT, Preset, get_preset
+from tfod.config.presets import QAT_EXPERIMENT, YOLOV7_TINY_SIZE, Preset, get_preset
 from tfod.config.schema import TfodConfig, parse_duration
 from tfod.data.dataset import VAL_COCO_JSON
 from tfod.errors import TfodError
@@ -195,6 +195,8 @@ def experiment_name(preset: Preset, qat: bool) -> str:
     """The registered Model Garden experiment a run is built on (importing what registers it)."""
     from official.vision import registry_imports  # noqa: F401  (registers the experiments)
 
+    if preset.family == "yolo":
+        from official.projects.yolo.common import registry_imports as yolo  # noqa: F401
     if not qat:
         return preset.experiment
     from official.projects.qat.vision import registry_imports as qat_imports  # noqa: F401
@@ -204,7 +206,9 @@ def experiment_name(preset: Preset, qat: bool) -> str:
 
 def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str, Any]:
     data = config.data.dir
-    augment = set(config.train.augment)
+    yolo = preset.family == "yolo"
+    # YOLO's decoder maps COCO's 91 category ids onto 80 unless told not to; tfod's ids are 1..N.
+    decoder = {"decoder": {"type": "simple_decoder", "simple_decoder": {"coco91_to_80": False}}}
     return {
         "runtime": {
             "mixed_precision_dtype": PRECISION_DTYPES[config.train.precision],
@@ -216,27 +220,37 @@ def _tfod_overrides(config: TfodConfig, plan: Plan, preset: Preset) -> dict[str,
             # Always our own COCO ground truth: Model Garden's fallback that builds it from the
             # TFRecords crashes under NumPy 2 (int() of a shape-[1] array in coco_utils).
             "annotation_file": str(data / VAL_COCO_JSON),
-            "model": _model_overrides(plan, preset),
+            "model": _yolo_model_overrides(plan, preset)
+            if yolo
+            else _model_overrides(plan, preset),
             "train_data": {
                 "input_path": str(data / "train-*.tfrecord"),
                 "global_batch_size": plan.batch_size,
                 "dtype": "float32",
                 "shuffle_buffer_size": max(1, min(10000, plan.train_images)),
                 "seed": config.train.seed,
-                "parser": {
-                    "aug_rand_hflip": "hflip" in augment,
-                    "aug_scale_min": 0.8 if "scale_jitter" in augment else 1.0,
-                    "aug_scale_max": 1.2 if "scale_jitter" in augment else 1.0,
-                },
+                "parser": _train_parser(set(config.train.augment), yolo),
+                **(decoder if yolo else {}),
             },
             "validation_data": {
                 "input_path": str(data / "val-*.tfrecord"),
                 "global_batch_size": config.eval.batch_size,
                 "dtype": "float32",
                 "drop_remainder": False,
+                **(decoder if yolo else {}),
             },
         },
-        "trainer": _trainer_overrides(plan),
+        "trainer": _trainer_overrides(plan, yolo),
+    }
+
+
+def _train_parser(augment: set[str], yolo: bool) -> dict[str, Any]:
+    """train.augment in the family's parser's terms (YOLO's mosaic stays as its recipe has it)."""
+    scale = (0.8, 1.2) if "scale_jitter" in augment else (1.0, 1.0)
+    return {
+        "random_flip" if yolo else "aug_rand_hflip": "hflip" in augment,
+        "aug_scale_min": scale[0],
+        "aug_scale_max": scale[1],
     }
 
 
@@ -269,7 +283,37 @@ def _model_overrides(plan: Plan, preset: Preset) -> dict[str, Any]:
     return model
 
 
-def _trainer_overrides(plan: Plan) -> dict[str, Any]:
+def _yolo_model_overrides(plan: Plan, preset: Preset) -> dict[str, Any]:
+    """A YOLOv7's: the recipe's anchor boxes scaled to the preset's input size, tfod's batch-norm
+    momentum (the recipe's 0.03 is PyTorch's convention, where Keras's momentum is 0.97), and at
+    most 100 detections, the most COCO evaluation counts."""
+    return merge(
+        preset.model,
+        {
+            "num_classes": plan.num_classes + 1,  # ids 1..N, as the TFRecords hold them
+            "input_size": [preset.input_size, preset.input_size, 3],
+            "min_level": preset.min_level,
+            "max_level": preset.max_level,
+            "norm_activation": {"use_sync_bn": False, "norm_momentum": plan.norm_momentum},
+            "anchor_boxes": {"boxes": [{"box": box} for box in yolo_anchor_boxes(preset)]},
+            "detection_generator": {"max_boxes": 100},
+        },
+    )
+
+
+def yolo_anchor_boxes(preset: Preset) -> list[list[float]]:
+    """Model Garden's YOLOv7-tiny recipe's nine anchor boxes (width, height), scaled from its input
+    size to the preset's."""
+    from official.projects.yolo.configs import yolov7
+
+    scale = preset.input_size / YOLOV7_TINY_SIZE
+    boxes = yolov7.coco_yolov7_tiny().task.model.anchor_boxes.boxes
+    return [[round(v * scale, 2) for v in anchor.box] for anchor in boxes]
+
+
+def _trainer_overrides(plan: Plan, yolo: bool) -> dict[str, Any]:
+    # YOLO's recipe averages its weights (EMA); tfod's `train.ema` decides, as for every family.
+    ema = {"average_decay": plan.ema_decay} if plan.ema_decay else None if yolo else {}
     return {
         "train_steps": plan.steps,
         "validation_steps": -1,
@@ -296,7 +340,7 @@ def _trainer_overrides(plan: Plan) -> dict[str, Any]:
                     "warmup_learning_rate": plan.learning_rate / 10,
                 },
             },
-            **({"ema": {"average_decay": plan.ema_decay}} if plan.ema_decay else {}),
+            **({} if ema == {} else {"ema": ema}),
         },
     }
 

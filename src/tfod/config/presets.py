@@ -39,8 +39,9 @@ class Preset:
         steps: the default number of training steps.
         qat: Model Garden's quantization-aware training builds this architecture (`tfod qat`).
         family: the detector family: "retinanet" (one stage, Model Garden's `retinanet` task),
-            "fasterrcnn" (two stages, its `maskrcnn` task without masks) or "maskrcnn" (the same
-            with a mask head: instance segmentation, trained on a dataset with masks).
+            "fasterrcnn" (two stages, its `maskrcnn` task without masks), "maskrcnn" (the same
+            with a mask head: instance segmentation, trained on a dataset with masks) or "yolo"
+            (one stage, anchor boxes of its own, Model Garden's `official/projects/yolo` YOLOv7).
     """
 
     name: str
@@ -123,6 +124,18 @@ def _two_stage_smoke(family: str, experiment: str, **model: dict[str, Any]) -> P
     )
 
 
+YOLOV7_TINY_SIZE = 416
+"""The input size Model Garden's YOLOv7-tiny recipe (`coco_yolov7tiny`) fitted its anchors to."""
+
+
+def _yolov7(model_id: str) -> dict[str, Any]:
+    """Model Garden's YOLOv7 backbone and decoder of size `model_id` (yolov7-tiny, -nano, -pico)."""
+    return {
+        "backbone": {"yolov7": {"model_id": model_id}},
+        "decoder": {"yolov7": {"model_id": model_id}},
+    }
+
+
 _REAL = [
     Preset(
         "retinanet-mobilenetv2-256",
@@ -182,6 +195,19 @@ _REAL = [
         "maskrcnn_resnetfpn_coco",
         "ResNet-50 FPN Mask R-CNN, 640 px: boxes and instance masks, on servers and GPUs",
     ),
+    Preset(
+        "yolov7-tiny-416",
+        "coco_yolov7tiny",
+        "YOLOv7-tiny, 416 px: a fast one-stage detector with anchors of its own, phones and CPUs",
+        input_size=YOLOV7_TINY_SIZE,
+        min_level=3,
+        max_level=5,
+        model=_yolov7("yolov7-tiny"),
+        reference_batch=64,
+        base_learning_rate=0.01,
+        warmup_steps=500,
+        family="yolo",
+    ),
 ]
 
 _SMOKE = [
@@ -228,6 +254,13 @@ _SMOKE = [
     _two_stage_smoke(
         "maskrcnn", "maskrcnn_resnetfpn_coco",
         mask_head={"num_convs": 1, "num_filters": 16}, mask_sampler={"num_sampled_masks": 16},
+    ),
+    Preset(
+        "yolov7-tiny-416" + SMOKE_SUFFIX, "coco_yolov7tiny",
+        "tiny twin of yolov7-tiny-416 (YOLOv7-pico) for tests",
+        input_size=64, min_level=3, max_level=5, model=_yolov7("yolov7-pico"),
+        reference_batch=64, base_learning_rate=0.01, warmup_steps=500, batch_size=2, steps=4,
+        family="yolo",
     ),
 ]  # fmt: skip
 

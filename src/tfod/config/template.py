@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfod import atomic
-from tfod.config.experiment import MAX_RATE_FACTOR, experiment_name, linear_rule
-from tfod.config.presets import PRESETS, SMOKE_SUFFIX, get_preset
+from tfod.config.experiment import MAX_RATE_FACTOR, experiment_name, linear_rule, yolo_anchor_boxes
+from tfod.config.presets import PRESETS, SMOKE_SUFFIX, Preset, get_preset
 from tfod.config.schema import parse_config
 from tfod.errors import TfodError
 from tfod.zoo.catalog import ZooEntry
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TEMPLATE = """\
 # tfod.yaml: what to train. Everything not written here comes from the preset.
@@ -50,6 +54,13 @@ overrides:                        # raw Model Garden params for experts
   # matches most): {fitted} of the boxes have an anchor at IoU >= 0.5, against {default} with the
   # preset's (size {size:g}, ratios {ratios}). Delete this to use those.
   task: {{model: {{anchor: {anchor}}}}}
+"""
+YOLO_ANCHOR_OVERRIDES = """\
+overrides:                        # raw Model Garden params for experts
+  # Anchor boxes fitted to your training boxes (k-means on their widths and heights): {fitted} of
+  # the boxes have an anchor YOLO can match them to (sides within {threshold:g}x), against {default}
+  # with the preset's. Delete this to use those.
+  task: {{model: {{anchor_boxes: {anchor}}}}}
 """
 SCRATCH_PRESETS = ("retinanet-mobilenetv2-256", "retinanet-mobilenetv2-320")
 SMALLEST_OBJECT = 16  # px at the input: two cells of the finest level (stride 8)
@@ -118,6 +129,8 @@ def suggest_anchors(data: Path, preset: str) -> str:
     sizes = training_box_sizes(data, chosen.input_size)
     if not len(sizes):
         return OVERRIDES
+    if chosen.family == "yolo":
+        return _suggest_yolo_anchors(sizes, chosen)
     anchor = exp_factory.get_exp_config(experiment_name(chosen, qat=False)).task.model.anchor
     anchor.override(chosen.model.get("anchor", {}))
     default, fitted = fit_anchors(
@@ -137,6 +150,23 @@ def suggest_anchors(data: Path, preset: str) -> str:
         default=f"{default.recall:.0%}",
         size=default.anchor_size,
         ratios="/".join(f"{r:g}" for r in default.aspect_ratios),
+        anchor=json.dumps(fitted.override()).replace('"', ""),
+    )
+
+
+def _suggest_yolo_anchors(sizes: np.ndarray, chosen: Preset) -> str:
+    """`suggest_anchors` for a YOLO preset: its nine anchor boxes, or as many fitted."""
+    import json
+
+    from tfod.config.anchors import MIN_GAIN, YOLO_ANCHOR_THRESHOLD, fit_yolo_anchors
+
+    default, fitted = fit_yolo_anchors(sizes, yolo_anchor_boxes(chosen))
+    if fitted.recall < default.recall + MIN_GAIN:
+        return OVERRIDES
+    return YOLO_ANCHOR_OVERRIDES.format(
+        fitted=f"{fitted.recall:.0%}",
+        default=f"{default.recall:.0%}",
+        threshold=YOLO_ANCHOR_THRESHOLD,
         anchor=json.dumps(fitted.override()).replace('"', ""),
     )
 

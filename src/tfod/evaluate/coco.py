@@ -32,9 +32,24 @@ class Detector:
     def __init__(self, task: Any, experiment: Any, model: Any) -> None:
         import tensorflow as tf
 
+        from tfod.model.serving import is_yolo, yolo_boxes
+
         self._task = task
         self._experiment = experiment
         self._model = model
+
+        @tf.function  # type: ignore[untyped-decorator]
+        def infer_yolo(images: Any, labels: Any) -> dict[str, Any]:
+            outputs = model(images, training=False)
+            truth = labels["groundtruths"]
+            return {
+                "boxes": yolo_boxes(outputs["bbox"], truth["image_info"]),
+                "scores": outputs["confidence"],
+                "classes": outputs["classes"],
+                "count": outputs["num_detections"],
+                "source_id": truth["source_id"],
+                "image_info": truth["image_info"],
+            }
 
         @tf.function  # type: ignore[untyped-decorator]
         def infer(features: Any, labels: Any) -> dict[str, Any]:
@@ -55,7 +70,7 @@ class Detector:
                 **masks,
             }
 
-        self._infer = infer
+        self._infer = infer_yolo if is_yolo(experiment) else infer
 
     def detect(self, on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
         """COCO results ([x, y, w, h] in original pixels, and for a Mask R-CNN each box's mask as
@@ -98,6 +113,7 @@ def _image_results(out: dict[str, np.ndarray], i: int) -> list[dict[str, Any]]:
             "score": float(score),
         }
         for box, score, cls in zip(xywh, out["scores"][i, :n], out["classes"][i, :n], strict=True)
+        if cls >= 1  # a YOLO's unused class 0, which only an untrained model reports
     ]
     if "masks" in out:
         height, width = (int(v) for v in out["image_info"][i, 0])

@@ -45,7 +45,7 @@ from tfod.export.mediapipe_runtime import write_metadata
 from tfod.model.experiment import dataset_dir, load_experiment
 from tfod.model.qat_head import prediction_ranges
 from tfod.model.quantize import is_qat
-from tfod.model.serving import serving_module
+from tfod.model.serving import detection_limits, is_yolo, serving_module
 from tfod.predict.models import PIXEL_INPUT
 from tfod.runs.rundir import RunDir, float_parent, now, pick_checkpoint, versions
 
@@ -61,12 +61,13 @@ FAMILY_FORMATS = {
     "retinanet": FORMATS,
     "fasterrcnn": ("saved_model", "onnx"),
     "maskrcnn": ("saved_model", "onnx"),
+    "yolo": FORMATS,
 }
 """The formats each detector family exports (see NO_TFLITE)."""
 NO_TFLITE = (
-    "tfod's TFLite models carry Model Garden's TFLite detection post-processing op, which its "
-    "RetinaNet has and its Faster and Mask R-CNN (the `maskrcnn` task, whose detection generator "
-    "has no `tflite_post_processing`) do not"
+    "tfod's TFLite models carry TFLite's detection post-processing op, which Model Garden's "
+    "RetinaNet has (and tfod gives its YOLOv7) and its Faster and Mask R-CNN (the `maskrcnn` "
+    "task, whose detection generator has no `tflite_post_processing`) do not"
 )
 QUANTS = ("fp32", "fp16", "int8")
 IO_TYPES = ("float", "int8", "uint8")
@@ -165,14 +166,14 @@ def _new_manifest(
     run: RunDir, experiment: Any, summary: dict[str, Any], chosen: dict[str, Any], prefix: Path
 ) -> dict[str, Any]:
     """export.json before its artefacts: the run, its checkpoint, the model's input and output."""
-    detection = experiment.task.model.detection_generator
+    score_threshold, max_detections = detection_limits(experiment)
     return {
         "created": now(),
         "run": run.name,
         "checkpoint": {**chosen, "path": str(prefix)},
         "input_size": [int(s) for s in experiment.task.model.input_size[:2]],
-        "score_threshold": float(detection.pre_nms_score_threshold),
-        "max_detections": int(detection.max_num_detections),
+        "score_threshold": score_threshold,
+        "max_detections": max_detections,
         "label_map": LABEL_MAP,
         "classes": summary["classes"],
         "versions": versions(),
@@ -362,7 +363,8 @@ def _tflite(
     experiment = load_experiment(run)
     qat = is_qat(experiment.task)
     size = [int(s) for s in experiment.task.model.input_size[:2]]
-    _use_tflite_post_processing(experiment.task.model.detection_generator)
+    if not is_yolo(experiment):  # YOLO's serving module has its own (model.serving)
+        _use_tflite_post_processing(experiment.task.model.detection_generator)
     graph = out / ".tflite-graph"  # inside the temporary export folder; removed below
     artefacts = []
     try:
@@ -465,6 +467,10 @@ def _pixel_input(served: Any, qat: bool) -> Any:
     import tensorflow as tf
     from official.vision.ops import preprocess_ops
 
+    if is_yolo(served.params):  # YOLO's module takes pixels and divides them by 255 itself
+        size = served.input_signature.shape
+        served.input_signature = tf.TensorSpec(size, tf.float32, name=PIXEL_INPUT)
+        return served
     mean, std = preprocess_ops.MEAN_RGB, preprocess_ops.STDDEV_RGB
     scale = [1.0 / s for s in std]
     offset = [-m / s for m, s in zip(mean, std, strict=True)]
@@ -491,13 +497,19 @@ def _pixel_input(served: Any, qat: bool) -> Any:
 
 
 def _pixels(calibration: Any, steps: int) -> Iterator[list[Any]]:
-    """Model Garden's calibration images (normalised by its input pipeline) as RGB pixels."""
+    """Model Garden's calibration images (normalised by its input pipeline: ImageNet's mean and
+    deviation, YOLO's / 255) as RGB pixels."""
     import tensorflow as tf
+    from official.core import task_factory
     from official.vision.ops import preprocess_ops
     from official.vision.serving import export_tflite_lib
 
     mean, std = tf.constant(preprocess_ops.MEAN_RGB), tf.constant(preprocess_ops.STDDEV_RGB)
-    for (image,) in export_tflite_lib.representative_dataset(calibration, calibration_steps=steps):
+    if is_yolo(calibration):
+        mean, std = tf.constant(0.0), tf.constant(255.0)
+    task = task_factory.get_task(calibration.task)  # Model Garden builds no YOLO task itself
+    images = export_tflite_lib.representative_dataset(calibration, task, calibration_steps=steps)
+    for (image,) in images:
         yield [image * std + mean]
 
 

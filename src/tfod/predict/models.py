@@ -73,12 +73,13 @@ def to_original(
     shape: Any,
     masks: np.ndarray | None = None,
 ) -> Detections:
-    """Boxes in resized pixels -> original pixels, clipped; empty boxes dropped. A Mask R-CNN's
+    """Boxes in resized pixels -> original pixels, clipped; empty boxes dropped, and class 0 (a
+    YOLO's unused first class, which only an untrained model reports). A Mask R-CNN's
     box-relative `masks` are pasted on the original image."""
     height, width = shape[:2]
     boxes = boxes.astype(np.float32) / np.tile(scale.astype(np.float32), 2)
     boxes = np.clip(boxes, 0.0, [height, width, height, width]).astype(np.float32)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (np.rint(classes) >= 1)
     order = np.argsort(-scores[keep], kind="stable")
     boxes = boxes[keep][order]
     if masks is not None:
@@ -137,7 +138,10 @@ def checkpoint_model(
     from tfod.model.serving import serving_module
 
     module = serving_module(experiment, "image_tensor", prefix)
-    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+    traced = module.serve if hasattr(module.serve, "get_concrete_function") else (
+        tf.function(module.serve)
+    )  # YOLO's serving module traces its own  # fmt: skip
+    serve = traced.get_concrete_function(tf.TensorSpec([1, None, None, 3], tf.uint8))
     return _ServingModel(name, _numpy(serve), labels)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from tfod.figures import image_grid, save_png, use_headless_backend
 from tfod.runs.registry import summarize
-from tfod.runs.rundir import RunDir
+from tfod.runs.rundir import LOSS_TAGS, RunDir
 
 PLOTS = "plots"
 SCORE_TO_DRAW = 0.3
@@ -30,7 +30,7 @@ def loss_history(run: RunDir) -> list[tuple[int, float]]:
         try:
             for event in tf.compat.v1.train.summary_iterator(str(path)):
                 for value in event.summary.value:
-                    if value.tag == "total_loss":
+                    if value.tag in LOSS_TAGS:
                         number = (
                             float(tf.make_ndarray(value.tensor))
                             if value.HasField("tensor")

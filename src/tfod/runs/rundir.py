@@ -35,6 +35,8 @@ BEST = "best"
 PARENT = "parent"  # a QAT run's copy of its float parent (`tfod qat`)
 LOCK = ".lock"
 FINISHED = "finished"
+LOSS_TAGS = ("total_loss", "training_loss")
+"""The training loss as the tasks report it: RetinaNet's and the R-CNNs' `total_loss`, YOLO's `training_loss` (Model Garden's trainer's name for a task's `loss`)."""
 _CKPT = re.compile(r"ckpt-(\d+)$")
 
 

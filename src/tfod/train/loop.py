@@ -14,7 +14,7 @@ from tfod.config.schema import TfodConfig
 from tfod.console import console
 from tfod.errors import TfodError
 from tfod.model.weights import uses_ema
-from tfod.runs.rundir import RunDir
+from tfod.runs.rundir import LOSS_TAGS, RunDir
 from tfod.train import budget, ema, qat
 from tfod.train.cluster import Placement, any_worker, make_strategy
 from tfod.train.early_stop import EarlyStopped, plateau_reason
@@ -162,7 +162,7 @@ class TrainingLoop:
 
     def _after_loop(self, output: dict[str, Any]) -> None:
         step = self.global_step()
-        loss = float(output.get("total_loss", float("nan")))
+        loss = float(next((output[t] for t in LOSS_TAGS if t in output), float("nan")))
         rate = output.get("learning_rate")
         self.run.update(
             step=step, loss=loss, **({"learning_rate": float(rate)} if rate is not None else {})

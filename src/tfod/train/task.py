@@ -1,5 +1,5 @@
-"""Model Garden's detection tasks (RetinaNet; Faster R-CNN, its `maskrcnn` task) with tfod's checkpoint
-initialisation (see `tfod.train.finetune`)."""
+"""Model Garden's detection tasks (RetinaNet; Faster R-CNN, its `maskrcnn` task; YOLOv7) with
+tfod's checkpoint initialisation (see `tfod.train.finetune`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def make_task(task_config: Any, logging_dir: str | None = None) -> Any:
         return _qat_task_class()(task_config, logging_dir=logging_dir)
     if isinstance(task_config, maskrcnn_config.MaskRCNNTask):
         return TfodMaskRCNNTask(task_config, logging_dir=logging_dir)
+    from official.projects.yolo.configs import yolov7 as yolov7_config
+
+    if isinstance(task_config, yolov7_config.YoloV7Task):
+        return _yolo_task_class()(task_config, logging_dir=logging_dir)
     return TfodRetinaNetTask(task_config, logging_dir=logging_dir)
 
 
@@ -41,6 +45,16 @@ def _qat_task_class() -> Any:
             return quantize(retinanet.RetinaNetTask.build_model(self), self.task_config)
 
     return TfodQatRetinaNetTask
+
+
+def _yolo_task_class() -> Any:
+    """Model Garden's `YoloV7Task`, initialised as `_FindsModules` says."""
+    from official.projects.yolo.tasks import yolov7
+
+    class TfodYoloV7Task(_FindsModules, yolov7.YoloV7Task):  # type: ignore[misc]
+        pass
+
+    return TfodYoloV7Task
 
 
 class _FindsModules:
