@@ -77,14 +77,15 @@ def bench(session: nox.Session) -> None:
     """Benchmarks printing tables: converter 1 vs N workers; the demo's time and AP; every export
     artefact's size, AP and latency; fine-tuning from a zoo entry vs. from scratch; float vs.
     post-training int8 vs. QAT int8; one vs. two workers and mixed precision; accuracy per
-    minute of training for each mobile preset.
+    minute of training for each mobile preset; each detector family's accuracy per minute and
+    exported latency.
 
-    `nox -s bench -- convert`, `-- demo`, `-- deploy`, `-- pretrained`, `-- qat`, `-- distribute`
-    or `-- accuracy` runs one; arguments after the name go to its script, e.g.
+    `nox -s bench -- convert`, `-- demo`, `-- deploy`, `-- pretrained`, `-- qat`, `-- distribute`,
+    `-- accuracy` or `-- families` runs one; arguments after the name go to its script, e.g.
     `nox -s bench -- accuracy --budgets 5m --presets retinanet-mobilenetv2-256`.
     """
     _install(session)
-    names = ["convert", "demo", "deploy", "pretrained", "qat", "distribute", "accuracy"]
+    names = ["convert", "demo", "deploy", "pretrained", "qat", "distribute", "accuracy", "families"]
     if not session.posargs:
         for name in names:
             session.run("python", f"bench/{name}_bench.py")
