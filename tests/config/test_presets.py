@@ -153,6 +153,16 @@ def test_a_yolo_preset_learns_tfods_class_ids_with_its_anchors_scaled(demo_data:
     assert task.model.detection_generator.max_boxes == 100
 
 
+def test_a_summed_loss_keeps_its_rate_at_every_batch() -> None:
+    """YOLO's loss is summed over the batch's images: its gradient grows with the batch already."""
+    from tfod.config.experiment import auto_rate, linear_rule
+    from tfod.config.presets import get_preset
+
+    yolo = get_preset("yolov7-tiny-416")
+    assert [auto_rate(yolo, b) for b in (2, 8, 64, 512)] == [0.01] * 4
+    assert linear_rule(yolo, 8) == 0.01
+
+
 @pytest.mark.parametrize("ema", [None, 0.99])
 def test_a_yolo_run_averages_its_weights_only_when_asked(
     demo_data: Path, ema: float | None

@@ -66,7 +66,10 @@ class Plan:
 
 
 def linear_rule(preset: Preset, batch: int) -> float:
-    """The preset's learning rate scaled linearly from its reference batch to `batch`."""
+    """The preset's learning rate scaled linearly from its reference batch to `batch` (a summed
+    loss scales its gradient with the batch itself: Preset.summed_loss)."""
+    if preset.summed_loss:
+        return preset.base_learning_rate
     return preset.base_learning_rate * batch / preset.reference_batch
 
 
@@ -86,7 +89,7 @@ def auto_rate(preset: Preset, batch: int) -> float:
     clutter; the demo's 0.04 had been found the same way (AP50 0.51 -> 0.74-0.83 in 400 steps).
     """
     linear = linear_rule(preset, batch)
-    if batch >= preset.reference_batch:
+    if batch >= preset.reference_batch or preset.summed_loss:
         return linear
     return min(
         MAX_RATE_FACTOR * linear,

@@ -38,6 +38,9 @@ class Preset:
         batch_size: the default global batch.
         steps: the default number of training steps.
         qat: Model Garden's quantization-aware training builds this architecture (`tfod qat`).
+        summed_loss: the task's loss is summed over the batch's images, not averaged (YOLO's, as
+            in YOLO's own code): its gradient grows with the batch already, so its learning rate
+            does not (`base_learning_rate` at any batch).
         family: the detector family: "retinanet" (one stage, Model Garden's `retinanet` task),
             "fasterrcnn" (two stages, its `maskrcnn` task without masks), "maskrcnn" (the same
             with a mask head: instance segmentation, trained on a dataset with masks) or "yolo"
@@ -57,6 +60,7 @@ class Preset:
     batch_size: int = 8
     steps: int = 20000
     qat: bool = False
+    summed_loss: bool = False
     family: str = "retinanet"
 
 
@@ -203,9 +207,9 @@ _REAL = [
         min_level=3,
         max_level=5,
         model=_yolov7("yolov7-tiny"),
-        reference_batch=64,
         base_learning_rate=0.01,
         warmup_steps=500,
+        summed_loss=True,
         family="yolo",
     ),
 ]
@@ -259,7 +263,7 @@ _SMOKE = [
         "yolov7-tiny-416" + SMOKE_SUFFIX, "coco_yolov7tiny",
         "tiny twin of yolov7-tiny-416 (YOLOv7-pico) for tests",
         input_size=64, min_level=3, max_level=5, model=_yolov7("yolov7-pico"),
-        reference_batch=64, base_learning_rate=0.01, warmup_steps=500, batch_size=2, steps=4,
+        base_learning_rate=0.01, warmup_steps=500, batch_size=2, steps=4, summed_loss=True,
         family="yolo",
     ),
 ]  # fmt: skip

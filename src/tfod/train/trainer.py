@@ -23,6 +23,7 @@ import yaml
 
 from tfod import atomic
 from tfod.config.experiment import Plan, build_experiment, make_plan
+from tfod.config.presets import get_preset
 from tfod.config.schema import TfodConfig, dump_config, parse_duration
 from tfod.console import console, log_tail, native_output_to
 from tfod.data.dataset import load_summary
@@ -421,11 +422,12 @@ def _recover_from_oom(config: TfodConfig, plan: Plan, run: RunDir) -> tuple[Plan
             f"out of memory at batch {old} (step {at_step}); a batch below {OOM_FLOOR} cannot train "
             "batch norm. Use a smaller preset or input size, or free the device's memory."
         )
+    rates = 1.0 if get_preset(plan.preset).summed_loss else new / old  # linear scaling rule
     new_plan = dataclasses.replace(
         plan,
         batch_size=new,
-        learning_rate=plan.learning_rate * new / old,
-        linear_rule_learning_rate=plan.linear_rule_learning_rate * new / old,
+        learning_rate=plan.learning_rate * rates,
+        linear_rule_learning_rate=plan.linear_rule_learning_rate * rates,
     )
     resumed_from = max(run.checkpoints(), default=0)
     event = {
