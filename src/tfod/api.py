@@ -79,14 +79,17 @@ def init(
     name: str | None = None,
     force: bool = False,
     pretrained: str | None = None,
+    time: str | None = None,
+    target: str = "phone",
 ) -> Path:
     """Write a commented tfod.yaml for the dataset folder `data` (`tfod init`): `preset` (default:
-    chosen for the dataset's object sizes), or a fine-tuning recipe from the zoo entry
-    `pretrained`. Returns its path."""
+    the family that scored best for the training budget `time` on `target`, "phone" or "server",
+    and its preset for the dataset's object sizes), or a fine-tuning recipe from the zoo entry
+    `pretrained`. `time` (e.g. "10m") becomes the file's training budget. Returns its path."""
     from tfod.config.template import write_template
 
     out = Path(out)
-    write_template(out, Path(data), preset, name, force, pretrained)
+    write_template(out, Path(data), preset, name, force, pretrained, time, target)
     return out
 
 

@@ -175,7 +175,10 @@ def init(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")] = Path("tfod.yaml"),
     preset: Annotated[
         str | None,
-        typer.Option(help="Detector preset (default: chosen for the dataset's object sizes)."),
+        typer.Option(
+            help="Detector preset (default: the family that scored best for --time on --target, "
+            "its preset chosen for the dataset's object sizes)."
+        ),
     ] = None,
     name: Annotated[
         str | None, typer.Option(help="Run name (default: the dataset folder name).")
@@ -187,9 +190,18 @@ def init(
             help="Fine-tune from this zoo entry (`tfod zoo list`): its preset, a fine-tuning recipe."
         ),
     ] = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            help="Training budget, e.g. 10m: written as train.time, and what the family is chosen for."
+        ),
+    ] = None,
+    target: Annotated[
+        str, typer.Option(help="Where the model runs: phone (needs TFLite) or server.")
+    ] = "phone",
 ) -> None:
     """Write a commented tfod.yaml for a dataset."""
-    api.init(data, out, preset, name, force, pretrained)
+    api.init(data, out, preset, name, force, pretrained, time, target)
     console.print(
         f"Wrote [bold]{escape(str(out))}[/bold]; check it with `tfod config validate {escape(str(out))}`"
     )

@@ -171,3 +171,35 @@ def test_a_yolo_run_averages_its_weights_only_when_asked(
     experiment = build_experiment(config, make_plan(config, load_summary(demo_data)))
     averages = experiment.trainer.optimizer_config.ema  # the recipe's is on
     assert (averages and averages.average_decay) == ema
+
+
+def test_init_chooses_the_family_the_bench_measured_best_for_the_budget_and_target(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    import yaml
+
+    from tfod.config.schema import load_config
+    from tfod.config.template import FAMILY_BENCH, choose_family, write_template
+    from tfod.errors import TfodError
+
+    for minutes in {m.minutes for m in FAMILY_BENCH}:
+        for target in ("phone", "server"):
+            best, why = choose_family(minutes, target)
+            fits = [
+                m for m in FAMILY_BENCH
+                if m.minutes == minutes and (target == "server" or m.int8_ms is not None)
+            ]  # fmt: skip
+            assert best.ap == max(m.ap for m in fits) and best.minutes == minutes
+            assert all(m.preset in why for m in FAMILY_BENCH if m.minutes == minutes)
+    with pytest.raises(TfodError, match="--target takes one of phone, server"):
+        choose_family(10, "watch")
+
+    out = tmp_path / "tfod.yaml"
+    write_template(out, demo_data, None, None, force=False, time="5m", target="server")
+    text = out.read_text()
+    best, _ = choose_family(5, "server")
+    assert "on 2 CPU cores for a server" in text
+    config = load_config(out)
+    assert config.train.time == "5m" and config.train.steps is None
+    chosen = yaml.safe_load(text)["model"]["preset"]
+    assert PRESETS[chosen].family == PRESETS[best.preset].family

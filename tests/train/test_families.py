@@ -25,6 +25,23 @@ pytestmark = pytest.mark.slow
 FASTER_RCNN = "fasterrcnn-resnet50-fpn-640-smoke"
 
 
+def _predicted(
+    run: Path, model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> tuple[list[np.ndarray], list[dict[str, object]]]:
+    """`tfod predict MODEL` (every score) on two of `run`'s validation images saved as photos:
+    (the images, the detections JSON)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    images = [image for _, image in validation_images(load_experiment(RunDir(run)))[:2]]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(photos / f"{i}.png")
+    out = tmp_path / "predicted"
+    command = ["predict", str(model), str(photos), "--out", str(out), "--threshold", "0"]
+    code, output = run_tfod(command, capfd)
+    assert code == 0 and "2 image(s)" in output, output
+    return images, json.loads((out / "detections.json").read_text())
+
+
 def test_faster_rcnn_goes_the_whole_path(
     demo_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,12 +78,7 @@ def test_faster_rcnn_goes_the_whole_path(
     assert rows["saved_model"]["ap"] == pytest.approx(reference["ap"], abs=1e-6)
     assert rows["model.onnx"]["ap"] == pytest.approx(rows["saved_model"]["ap"], abs=0.005)
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i, (_, image) in enumerate(validation_images(load_experiment(RunDir(run)))[:2]):
-        Image.fromarray(image).save(photos / f"{i}.png")
-    code, output = run_tfod(["predict", str(run), str(photos), "--out", str(tmp_path / "p")], capfd)
-    assert code == 0 and "2 image(s)" in output, output
+    _predicted(run, run, tmp_path, capfd)
 
 
 MASK_RCNN = "maskrcnn-resnet50-fpn-640-smoke"
@@ -107,16 +119,7 @@ def test_mask_rcnn_needs_masks_then_trains_evaluates_its_masks_and_exports(
     rows = json.loads((run / "export" / "verify.json").read_text())["rows"]
     assert [r["name"] for r in rows][1:] == ["saved_model", "model.onnx"]
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    images = [image for _, image in validation_images(load_experiment(RunDir(run)))[:2]]
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(photos / f"{i}.png")
-    out = tmp_path / "predicted"
-    command = ["predict", str(run / "export" / "saved_model"), str(photos), "--out", str(out)]
-    code, output = run_tfod([*command, "--threshold", "0"], capfd)
-    assert code == 0 and "2 image(s)" in output, output
-    found = json.loads((out / "detections.json").read_text())
+    images, found = _predicted(run, run / "export" / "saved_model", tmp_path, capfd)
     assert found and all(d["segmentation"]["size"] == list(images[0].shape[:2]) for d in found)
 
 
@@ -174,16 +177,7 @@ def test_yolov7_goes_the_whole_path(
     np.testing.assert_allclose(got.boxes[:top], reference.boxes[:top], atol=0.05)
     np.testing.assert_array_equal(got.classes[:top], reference.classes[:top])
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    images = [image for _, image in validation_images(load_experiment(RunDir(run)))[:2]]
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(photos / f"{i}.png")
-    out = tmp_path / "predicted"
-    command = ["predict", str(run / "export" / "model.onnx"), str(photos), "--out", str(out)]
-    code, output = run_tfod([*command, "--threshold", "0"], capfd)
-    assert code == 0 and "2 image(s)" in output, output
-    found = json.loads((out / "detections.json").read_text())
+    images, found = _predicted(run, run / "export" / "model.onnx", tmp_path, capfd)
     right = [d["bbox"][0] + d["bbox"][2] for d in found]  # boxes mapped back into the picture
     assert (
         found and min(d["bbox"][0] for d in found) >= 0 and max(right) <= images[0].shape[1] + 1e-3

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfod import atomic
 from tfod.config.experiment import MAX_RATE_FACTOR, experiment_name, linear_rule, yolo_anchor_boxes
 from tfod.config.presets import PRESETS, SMOKE_SUFFIX, Preset, get_preset
-from tfod.config.schema import parse_config
+from tfod.config.schema import parse_config, parse_duration
 from tfod.errors import TfodError
 from tfod.zoo.catalog import ZooEntry
 
@@ -32,7 +33,7 @@ model:
 {recipe}
 train:
   batch_size: {batch}             # global batch over all GPUs
-  steps: {steps}
+  {length}
   learning_rate: {learning_rate}
   warmup_steps: {warmup}
   norm_momentum: {momentum}
@@ -62,6 +63,52 @@ overrides:                        # raw Model Garden params for experts
   # with the preset's. Delete this to use those.
   task: {{model: {{anchor_boxes: {anchor}}}}}
 """
+TARGETS = ("phone", "server")
+"""What `tfod init --target` chooses a detector for: a phone needs a TFLite model."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One row of `nox -s bench -- families` (docs/benchmarks.md#detector-families): a preset
+    trained from scratch with `tfod init`'s defaults on 2 CPU cores, on the bench's `clutter`
+    dataset."""
+
+    preset: str
+    minutes: int  # the training budget
+    ap: float  # its best COCO AP
+    int8_ms: float | None  # its int8 TFLite model's latency, one thread (None: its family has none)
+
+
+FAMILY_BENCH = (
+    Measured("retinanet-mobilenetv2-320", 5, 0.266, 19.8),
+    Measured("retinanet-mobilenetv2-320", 10, 0.670, 19.8),
+    Measured("yolov7-tiny-416", 5, 0.010, 30.2),
+    Measured("yolov7-tiny-416", 10, 0.111, 30.2),
+    # Refused both budgets: 20 steps took 903 s and tfod asks for at least 24 min on a CPU.
+    Measured("fasterrcnn-resnet50-fpn-640", 5, 0.0, None),
+    Measured("fasterrcnn-resnet50-fpn-640", 10, 0.0, None),
+)
+DEFAULT_MINUTES = 10  # what `tfod init` chooses for without --time
+
+
+def choose_family(minutes: float, target: str) -> tuple[Measured, str]:
+    """The families bench's best row at its budget nearest `minutes` among the presets that run on
+    `target`, and why (every row compared)."""
+    if target not in TARGETS:
+        raise TfodError(f"--target takes one of {', '.join(TARGETS)}; got {target!r}")
+    nearest = min({m.minutes for m in FAMILY_BENCH}, key=lambda b: (abs(b - minutes), b))
+    rows = [m for m in FAMILY_BENCH if m.minutes == nearest]
+    fits = [m for m in rows if target != "phone" or m.int8_ms is not None]
+    best = max(fits, key=lambda m: m.ap)
+    scores = ", ".join(
+        f"{m.preset} {m.ap:.2f}" + ("" if m in fits else " (no TFLite)") for m in rows
+    )
+    return (
+        best,
+        f"the best AP after {nearest} min from scratch on 2 CPU cores for a {target} ({scores})",
+    )
+
+
 SCRATCH_PRESETS = ("retinanet-mobilenetv2-256", "retinanet-mobilenetv2-320")
 SMALLEST_OBJECT = 16  # px at the input: two cells of the finest level (stride 8)
 FINE_TUNE_STEPS = 2000
@@ -178,10 +225,15 @@ def write_template(
     name: str | None,
     force: bool,
     pretrained: str | None = None,
+    time: str | None = None,
+    target: str = "phone",
 ) -> None:
     """Write a tfod.yaml for the dataset `data` to `out` (refusing to overwrite unless `force`).
 
-    Without `preset`, one is chosen for the dataset's object sizes (said in the file). From
+    Without `preset`, the detector family is the one that scored best in the families bench for
+    the training budget `time` (default DEFAULT_MINUTES) among those that run on `target`, and a
+    RetinaNet's preset is chosen for the dataset's object sizes (both said in the file). `time`
+    also becomes the file's `train.time` (instead of steps). From
     scratch, anchors fitted to the training boxes are written when they match more of them. With
     `pretrained` (a zoo name), the preset is the one matching that checkpoint and the training
     section is a fine-tuning recipe.
@@ -200,9 +252,14 @@ def write_template(
         "preset_comment": "",
         "overrides": OVERRIDES,
     }
+    minutes = parse_duration(time) / 60 if time is not None else DEFAULT_MINUTES
     if preset is None and pretrained is None:
-        preset, why = choose_preset(data)
-        fields["preset_comment"] = f"  # chosen for your data: {why}"
+        best, family_why = choose_family(minutes, target)
+        preset, why = choose_preset(data) if get_preset(best.preset).family == "retinanet" else (
+            best.preset, "")  # fmt: skip
+        fields["preset_comment"] = (f"  # chosen for your data: {why}" if why else "") + (
+            f"\n  # its family: {family_why} (docs/benchmarks.md#detector-families)"
+        )
     if pretrained is not None:
         from tfod.data.dataset import load_summary
         from tfod.zoo.catalog import get_entry
@@ -234,7 +291,11 @@ def write_template(
         preset=chosen.name,
         presets=", ".join(p for p in PRESETS if not p.endswith(SMOKE_SUFFIX)),
         batch=chosen.batch_size,
-        steps=FINE_TUNE_STEPS if pretrained else chosen.steps,
+        length=(
+            f"time: {time}                  # a wall-clock budget: the steps are fitted to it"
+            if time is not None
+            else f"steps: {FINE_TUNE_STEPS if pretrained else chosen.steps}"
+        ),
         **fields,
     )
     import yaml
