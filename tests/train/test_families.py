@@ -178,6 +178,7 @@ def test_yolov7_goes_the_whole_path(
     np.testing.assert_array_equal(got.classes[:top], reference.classes[:top])
 
     images, found = _predicted(run, run / "export" / "model.onnx", tmp_path, capfd)
+    assert {d["category_id"] for d in found} <= {1, 2, 3}  # never YOLO's unused class 0
     right = [d["bbox"][0] + d["bbox"][2] for d in found]  # boxes mapped back into the picture
     assert (
         found and min(d["bbox"][0] for d in found) >= 0 and max(right) <= images[0].shape[1] + 1e-3
