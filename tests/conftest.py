@@ -68,6 +68,28 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lines_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 demo pictures whose boxes are squashed into thin horizontal lines (3 px high, 36-104 px
+    wide): no anchor box of YOLOv7-tiny's recipe matches them within 4x."""
+    import json
+
+    import numpy as np
+
+    from tfod.data.convert import ConvertOptions, convert
+    from tfod.data.demo import write_scenes
+
+    root = tmp_path_factory.mktemp("lines")
+    write_scenes(root / "src", 12, np.random.default_rng(0))
+    coco = json.loads((root / "src" / "annotations.json").read_text())
+    for annotation in coco["annotations"]:
+        x, y, w, h = annotation["bbox"]
+        annotation["bbox"] = [x, y + h / 2, w, 3.0]
+    (root / "src" / "annotations.json").write_text(json.dumps(coco))
+    convert(root / "src", root / "data", ConvertOptions(seed=0, progress=False))
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
 def smoke_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smoke run trained 4 steps with inline evaluation at steps 2 and 4.
 

@@ -132,6 +132,36 @@ def test_init_fits_anchors_to_small_objects(tmp_path: Path) -> None:
     assert experiment.task.model.anchor.anchor_size == anchor["anchor_size"]
 
 
+def test_init_fits_yolo_anchor_boxes_to_boxes_the_recipes_cannot_match(
+    tmp_path: Path, lines_data: Path
+) -> None:
+    import numpy as np
+    import yaml
+
+    from tfod.config.anchors import training_box_sizes, yolo_score
+    from tfod.config.schema import load_config
+    from tfod.config.template import write_template
+    from tfod.train.preflight import run_checks
+
+    name = "yolov7-tiny-416" + SMOKE_SUFFIX
+    out = tmp_path / "tfod.yaml"
+    write_template(out, lines_data, name, None, force=False)
+    text = out.read_text()
+    assert "the boxes have an anchor YOLO can match them to (sides within 4x), against 0%" in text
+    boxes = yaml.safe_load(text)["overrides"]["task"]["model"]["anchor_boxes"]["boxes"]
+    assert len(boxes) == 9
+    config = load_config(out)
+    plan = make_plan(config, load_summary(lines_data))
+    experiment = build_experiment(config, plan)
+    anchors = [list(a.box) for a in experiment.task.model.anchor_boxes.boxes]
+    assert anchors == [b["box"] for b in boxes]
+    sizes = training_box_sizes(lines_data, PRESETS[name].input_size)
+    recall, _ = yolo_score(sizes, np.asarray(anchors))
+    assert recall == 1.0
+    findings = run_checks(config, plan, load_summary(lines_data), experiment)
+    assert not [f for f in findings if "anchor" in f.field], findings
+
+
 def test_a_yolo_preset_learns_tfods_class_ids_with_its_anchors_scaled(demo_data: Path) -> None:
     from tfod.config.experiment import yolo_anchor_boxes
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import smoke_config
+from tests.conftest import SMOKE, smoke_config
 from tfod.cli import app
 from tfod.config.schema import dump_config
 from tfod.errors import TfodError
@@ -182,6 +182,27 @@ def test_out_of_memory_midway_halves_the_batch_and_resumes_from_the_checkpoint(
     assert state["plan"]["learning_rate"] == pytest.approx(4 * 0.32 * 4 / 256)  # auto: 4x linear
     assert [r["step"] for r in run.metrics()] == [4, 8, 12]
     assert sorted(run.checkpoints()) == [4, 8, 12]
+
+
+@pytest.mark.parametrize(("preset", "rate_kept"), [(SMOKE, 0.5), ("yolov7-tiny-416-smoke", 1.0)])
+def test_out_of_memory_halving_scales_the_rate_unless_the_loss_is_summed(
+    demo_data: Path, tmp_path: Path, preset: str, rate_kept: float
+) -> None:
+    from tfod.config.experiment import make_plan
+    from tfod.data.dataset import load_summary
+    from tfod.train.trainer import _recover_from_oom
+
+    config = smoke_config(demo_data, model={"preset": preset}, train={"batch_size": 8})
+    plan = make_plan(config, load_summary(demo_data))
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.update(step=0)
+    halved, experiment = _recover_from_oom(config, plan, run)
+    assert halved.batch_size == 4 and experiment.task.train_data.global_batch_size == 4
+    assert halved.learning_rate == pytest.approx(rate_kept * plan.learning_rate)
+    written = yaml.safe_load((run.path / "experiment.yaml").read_text())
+    rate = written["trainer"]["optimizer_config"]["learning_rate"]
+    assert rate[rate["type"]]["initial_learning_rate"] == pytest.approx(halved.learning_rate)
 
 
 @pytest.mark.slow

@@ -229,3 +229,17 @@ def test_an_ftp_checkpoint_is_named_once_with_what_is_fetched(demo_data: Path) -
         finding.field == "model.init_checkpoint" and "model.init_checkpoint" not in finding.message
     )
     assert finding.message.startswith("ftp://h/ckpt-1: only zoo:NAME, https://, http:// and gs://")
+
+
+def test_yolo_anchor_boxes_that_match_no_box_warn_with_the_fix(
+    demo_data: Path, lines_data: Path
+) -> None:
+    yolo = {"preset": "yolov7-tiny-416-smoke"}
+    assert _findings(smoke_config(demo_data, model=yolo, train={"batch_size": 8})) == []
+    finding = _only(
+        _findings(smoke_config(lines_data, model=yolo, train={"batch_size": 8})), "warning"
+    )
+    assert finding.field == "overrides.task.model.anchor_boxes"
+    assert finding.message.startswith("100% of the training boxes have no anchor box with both")
+    assert "fitted to the boxes match 100%" in finding.message
+    assert f"tfod init --data {lines_data} --preset yolov7-tiny-416-smoke" in finding.message

@@ -144,22 +144,29 @@ def fit_yolo_anchors(
         )
 
     def scored(shapes: np.ndarray) -> YoloAnchors:
-        rounded = sorted(((round(float(w), 1), round(float(h), 1)) for w, h in shapes),
-                         key=lambda wh: wh[0] * wh[1])  # fmt: skip
+        rounded = sorted(((_tenth(w), _tenth(h)) for w, h in shapes), key=lambda wh: wh[0] * wh[1])
         return YoloAnchors(tuple(rounded), *yolo_score(boxes, np.asarray(rounded)))
 
     return scored(given), scored(np.exp(centres))
 
 
-def training_box_sizes(data: Path, input_size: int) -> np.ndarray:
+def _tenth(side: float) -> float:
+    """An anchor side rounded to a tenth of a pixel, never to zero."""
+    return max(0.1, round(float(side), 1))
+
+
+def training_box_sizes(data: Path, input_size: int, max_images: int | None = None) -> np.ndarray:
     """(M, 2) sizes of the training boxes as the model sees them: the picture is scaled so its
-    longer side is `input_size` (Model Garden's parser), boxes with it."""
+    longer side is `input_size` (Model Garden's parser), boxes with it; from the first
+    `max_images` training pictures if given."""
+    from itertools import islice
+
     from tfod.data.dataset import load_summary
     from tfod.data.tfrecord import read_examples
 
     shards = [data / s for s in load_summary(data)["splits"]["train"]["shards"]]
     sizes = []
-    for example in read_examples(shards):
+    for example in islice(read_examples(shards), max_images):
         scale = input_size / max(example.width, example.height)
         for x0, y0, x1, y1 in example.boxes:
             w, h = (x1 - x0) * example.width * scale, (y1 - y0) * example.height * scale

@@ -26,6 +26,8 @@ from tfod.train.cluster import Placement
 LR_TOO_LOW = 0.25  # x the linear-scaling rule
 SMALL_BN_BATCH = 8  # per replica; below it batch-norm statistics are noisy
 MAX_INPUT_SIDE = 4096  # pixels
+YOLO_MIN_RECALL = 0.98  # YOLO's autoanchor refits below this share of boxes an anchor can learn
+BOX_SAMPLE = 5000  # training pictures whose boxes the anchor check reads
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ def run_checks(
     _check_batch(plan, placement, error)
     _check_learning_rate(config, plan, placement.replicas, error, warning)
     _check_norm_momentum(config, plan, model, error, warning)
+    _check_yolo_anchors(config, plan, model, warning)
     _check_hardware(config, plan, placement, model, warning)
     if experiment.task.init_checkpoint:
         _check_checkpoint(config, experiment, error)
@@ -222,6 +225,33 @@ def _check_masks(config: TfodConfig, preset: str, summary: dict[str, Any], error
             "Object Detection API records with image/object/mask; `tfod data demo --masks`), or "
             "train boxes alone with fasterrcnn-resnet50-fpn-640",
         )
+
+
+def _check_yolo_anchors(config: TfodConfig, plan: Plan, model: Any, warning: Any) -> None:
+    """YOLO learns a box only through an anchor box whose sides are both within
+    YOLO_ANCHOR_THRESHOLD of its own: a box no anchor box matches is never learnt."""
+    if get_preset(plan.preset).family != "yolo":
+        return
+    import tensorflow as tf
+
+    from tfod.config.anchors import YOLO_ANCHOR_THRESHOLD, fit_yolo_anchors, training_box_sizes
+
+    try:
+        sizes = training_box_sizes(config.data.dir, int(model.input_size[0]), BOX_SAMPLE)
+    except (OSError, KeyError, TfodError, tf.errors.OpError):  # the data checks name the file
+        return
+    if not len(sizes):
+        return
+    given, fitted = fit_yolo_anchors(sizes, [list(a.box) for a in model.anchor_boxes.boxes])
+    if given.recall >= YOLO_MIN_RECALL:
+        return
+    warning(
+        "overrides.task.model.anchor_boxes",
+        f"{1 - given.recall:.0%} of the training boxes have no anchor box with both sides within "
+        f"{YOLO_ANCHOR_THRESHOLD:g}x of their own: YOLO never learns them. Anchor boxes fitted to "
+        f"the boxes match {fitted.recall:.0%}: `tfod init --data {config.data.dir} --preset "
+        f"{plan.preset} --out fitted.yaml` writes them in its overrides: section",
+    )
 
 
 def _check_classes(config: TfodConfig, num_classes: int, error: Any) -> None:
