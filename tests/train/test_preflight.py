@@ -243,3 +243,14 @@ def test_yolo_anchor_boxes_that_match_no_box_warn_with_the_fix(
     assert finding.message.startswith("100% of the training boxes have no anchor box with both")
     assert "fitted to the boxes match 100%" in finding.message
     assert f"tfod init --data {lines_data} --preset yolov7-tiny-416-smoke" in finding.message
+
+
+def test_mask_targets_finer_than_the_cropped_ground_truth_warn(demo_data: Path) -> None:
+    mask_rcnn = {"preset": "maskrcnn-resnet50-fpn-640-smoke"}
+    findings = _findings(smoke_config(demo_data, model=mask_rcnn, train={"batch_size": 8}))
+    assert [f.field for f in findings] == ["model.preset"]  # the demo has no masks
+    finer = {"task": {"model": {"mask_head": {"upsample_factor": 16}}}}  # 14 x 16 = 224 px
+    config = smoke_config(demo_data, model=mask_rcnn, train={"batch_size": 8}, overrides=finer)
+    finding = _only(_findings(config), "warning")
+    assert finding.field == "overrides.task.train_data.parser.mask_crop_size"
+    assert finding.message.startswith("112 px is below the mask targets' 224 px")

@@ -72,6 +72,7 @@ def run_checks(
     _check_learning_rate(config, plan, placement.replicas, error, warning)
     _check_norm_momentum(config, plan, model, error, warning)
     _check_yolo_anchors(config, plan, model, warning)
+    _check_mask_size(experiment, warning)
     _check_hardware(config, plan, placement, model, warning)
     if experiment.task.init_checkpoint:
         _check_checkpoint(config, experiment, error)
@@ -225,6 +226,25 @@ def _check_masks(config: TfodConfig, preset: str, summary: dict[str, Any], error
             "Object Detection API records with image/object/mask; `tfod data demo --masks`), or "
             "train boxes alone with fasterrcnn-resnet50-fpn-640",
         )
+
+
+def _check_mask_size(experiment: Any, warning: Any) -> None:
+    """Mask R-CNN's mask targets (mask_roi_aligner.crop_size x mask_head.upsample_factor pixels a
+    side) are resampled from the ground-truth masks its parser crops to `mask_crop_size`."""
+    model = experiment.task.model
+    if not getattr(model, "include_mask", False):
+        return
+    crop_size, factor = model.mask_roi_aligner.crop_size, model.mask_head.upsample_factor
+    crop = experiment.task.train_data.parser.mask_crop_size
+    if crop >= crop_size * factor:
+        return
+    warning(
+        "overrides.task.train_data.parser.mask_crop_size",
+        f"{crop} px is below the mask targets' {crop_size * factor} px (mask_roi_aligner.crop_size "
+        f"{crop_size} x mask_head.upsample_factor {factor}): the ground-truth masks are cropped to "
+        f"{crop} px and enlarged, so the model learns masks no finer than that; set it to at least "
+        f"{crop_size * factor}",
+    )
 
 
 def _check_yolo_anchors(config: TfodConfig, plan: Plan, model: Any, warning: Any) -> None:
