@@ -110,21 +110,23 @@ def test_nothing_fits() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("preset", "largest"), [(SMOKE, 8), ("yolov7-tiny-416-smoke", 2)])
 def test_batch_size_command_on_cpu(
-    demo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str, largest: int
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     config = tmp_path / "tfod.yaml"
-    config.write_text(dump_config(smoke_config(demo_data)))
+    config.write_text(dump_config(smoke_config(demo_data, model={"preset": preset})))
     runner = CliRunner()
-    result = runner.invoke(app, ["batch-size", str(config), "--max-batch", "8"])
+    result = runner.invoke(app, ["batch-size", str(config), "--max-batch", str(largest)])
     assert result.exit_code == 0, result.output
     cache = json.loads((tmp_path / "cache" / "tfod" / "batch_sizes.json").read_text())
     (entry,) = cache.values()
-    assert entry["device"] == "cpu" and entry["batch"] == 8
-    assert [p["batch"] for p in entry["probes"]] == [2, 4, 8, 8]
+    assert entry["device"] == "cpu" and entry["batch"] == largest
+    probed = [2**k for k in range(1, largest.bit_length())]  # 2, 4, ... largest
+    assert [p["batch"] for p in entry["probes"]] == [*probed, largest]
     assert all(p["status"] == OK and p["peak_bytes"] > 0 for p in entry["probes"])
-    again = runner.invoke(app, ["batch-size", str(config), "--max-batch", "8"])
+    again = runner.invoke(app, ["batch-size", str(config), "--max-batch", str(largest)])
     assert again.exit_code == 0
     assert len(json.loads((tmp_path / "cache" / "tfod" / "batch_sizes.json").read_text())) == 1
 

@@ -336,7 +336,8 @@ def remember(key: str, choice: Choice) -> None:
 def model_step(experiment: Any) -> Callable[[int], None]:
     """Two real training steps of the experiment's model and input pipeline at a given batch.
 
-    Two, because the first also creates the optimizer's slots: the second shows steady state.
+    Two, because the first also creates the optimizer's slots: the second shows steady state. One
+    traced step per batch size: confirming a batch already probed does not trace it again.
     """
     import tensorflow as tf
 
@@ -345,11 +346,11 @@ def model_step(experiment: Any) -> Callable[[int], None]:
     task = make_task(experiment.task)
     model = task.build_model()
     optimizer = task.create_optimizer(experiment.trainer.optimizer_config, experiment.runtime)
+    train = tf.function(lambda inputs: task.train_step(inputs, model, optimizer))
 
     def step(batch: int) -> None:
         data = experiment.task.train_data.replace(global_batch_size=batch)
         iterator = iter(task.build_inputs(data))
-        train = tf.function(lambda inputs: task.train_step(inputs, model, optimizer))
         for _ in range(2):
             train(next(iterator))
 
