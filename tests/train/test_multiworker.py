@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import smoke_config
+from tests.conftest import SMOKE, smoke_config
 from tests.helpers import wait_for
 from tfod.cli import EXIT_STOPPED
-from tfod.config.schema import dump_config
+from tfod.config.presets import SMOKE_SUFFIX
+from tfod.config.schema import TfodConfig, dump_config
 from tfod.runs.plots import loss_history
 from tfod.runs.rundir import RunDir
 from tfod.train.cluster import local_tf_configs
@@ -72,17 +73,37 @@ class Cluster:
         ]
 
 
-def _project(demo_data: Path, tmp_path: Path, steps: int) -> tuple[Path, Path]:
-    """A tfod.yaml training the demo `steps` steps, evaluated every 5, and its runs folder."""
+def _config(demo_data: Path, name: str, steps: int, preset: str = SMOKE) -> TfodConfig:
+    """The demo trained `steps` steps at batch 8, evaluated every 5."""
+    return smoke_config(
+        demo_data, name=name, model={"preset": preset},
+        train={"batch_size": 8, "steps": steps, "learning_rate": 0.02 if preset == SMOKE else "auto"},
+        eval={"every_steps": 5},
+    )  # fmt: skip
+
+
+def _project(demo_data: Path, tmp_path: Path, steps: int, preset: str = SMOKE) -> tuple[Path, Path]:
+    """A tfod.yaml of `_config` and its runs folder."""
     runs = tmp_path / "runs"
     runs.mkdir()
     config = tmp_path / "tfod.yaml"
-    cfg = smoke_config(
-        demo_data, name="mw", train={"batch_size": 8, "steps": steps, "learning_rate": 0.02},
-        eval={"every_steps": 5},
-    )  # fmt: skip
-    config.write_text(dump_config(cfg))
+    config.write_text(dump_config(_config(demo_data, "mw", steps, preset)))
     return config, runs
+
+
+def _trains_like_one(
+    two: RunDir, one: RunDir, steps: int, points: int, per_replica: float = 1.0
+) -> None:
+    """The two workers' loss at each logged step, times `per_replica`, is within LOSS_TOLERANCE of
+    one worker's."""
+    losses_two, losses_one = dict(loss_history(two)), dict(loss_history(one))
+    common = sorted(set(losses_two) & set(losses_one))  # a stop may cut one logging point
+    assert len(common) >= points and common[-1] == steps, (sorted(losses_two), sorted(losses_one))
+    for step in common:
+        loss_two = losses_two[step] * per_replica
+        assert abs(loss_two - losses_one[step]) <= LOSS_TOLERANCE * losses_one[step], (
+            step, losses_two, losses_one,
+        )  # fmt: skip
 
 
 def _step(run: RunDir) -> int:
@@ -120,15 +141,31 @@ def test_two_workers_stop_resume_and_train_like_one(demo_data: Path, tmp_path: P
     from tfod.train.trainer import train
 
     single = train(
-        smoke_config(demo_data, name="one", train={"batch_size": 8, "steps": 40, "learning_rate": 0.02},
-                     eval={"every_steps": 5}),
-        tmp_path / "single", inline_eval=False, progress=False,
-    )  # fmt: skip
-    two, one = dict(loss_history(run)), dict(loss_history(single.run))
-    common = sorted(set(two) & set(one))  # the stop may cut one logging point
-    assert len(common) >= 6 and common[-1] == 40, (sorted(two), sorted(one))
-    for step in common:
-        assert abs(two[step] - one[step]) <= LOSS_TOLERANCE * one[step], (step, two, one)
+        _config(demo_data, "one", 40), tmp_path / "single", inline_eval=False, progress=False
+    )
+    _trains_like_one(run, single.run, 40, points=6)
+
+
+@needs_unshare
+def test_two_workers_train_yolo_like_one(demo_data: Path, tmp_path: Path) -> None:
+    """YOLO's loss is summed over a replica's images and the replicas' gradients are summed: two
+    workers at global batch 8 take one worker's steps at batch 8, at the same rate. The loss they
+    log is the replicas' mean, a sum over 4 images where one worker's sums 8."""
+    yolo = "yolov7-tiny-416" + SMOKE_SUFFIX
+    config, runs = _project(demo_data, tmp_path, steps=10, preset=yolo)
+    (chief_code, chief_out), (worker_code, worker_out) = Cluster(config, runs).wait()
+    assert (chief_code, worker_code) == (0, 0), chief_out + worker_out
+    run = RunDir(runs / "mw")
+    state = run.read()
+    assert state["status"] == "finished" and state["placement"]["per_replica_batch"] == 4
+
+    from tfod.train.trainer import train
+
+    single = train(
+        _config(demo_data, "one", 10, yolo), tmp_path / "single", inline_eval=False, progress=False
+    )
+    assert single.run.read()["plan"]["learning_rate"] == state["plan"]["learning_rate"]
+    _trains_like_one(run, single.run, 10, points=2, per_replica=2)
 
 
 @needs_unshare
