@@ -217,7 +217,7 @@ def test_init_chooses_the_family_the_bench_measured_best_for_the_budget_and_targ
             best, why = choose_family(minutes, target)
             fits = [
                 m for m in FAMILY_BENCH
-                if m.minutes == minutes and (target == "server" or m.int8_ms is not None)
+                if m.minutes == minutes and (target == "server" or m.tflite)
             ]  # fmt: skip
             assert best.ap == max(m.ap for m in fits) and best.minutes == minutes
             assert all(m.preset in why for m in FAMILY_BENCH if m.minutes == minutes)
