@@ -254,7 +254,12 @@ def _check_yolo_anchors(config: TfodConfig, plan: Plan, model: Any, warning: Any
         return
     import tensorflow as tf
 
-    from tfod.config.anchors import YOLO_ANCHOR_THRESHOLD, fit_yolo_anchors, training_box_sizes
+    from tfod.config.anchors import (
+        MIN_GAIN,
+        YOLO_ANCHOR_THRESHOLD,
+        fit_yolo_anchors,
+        training_box_sizes,
+    )
 
     try:
         sizes = training_box_sizes(config.data.dir, int(model.input_size[0]), BOX_SAMPLE)
@@ -265,12 +270,17 @@ def _check_yolo_anchors(config: TfodConfig, plan: Plan, model: Any, warning: Any
     given, fitted = fit_yolo_anchors(sizes, [list(a.box) for a in model.anchor_boxes.boxes])
     if given.recall >= YOLO_MIN_RECALL:
         return
+    fix = (
+        f": `tfod init --data {config.data.dir} --preset {plan.preset} --out fitted.yaml` writes "
+        "them in its overrides: section"
+        if fitted.recall >= given.recall + MIN_GAIN
+        else ", no more than these"
+    )
     warning(
         "overrides.task.model.anchor_boxes",
         f"{1 - given.recall:.0%} of the training boxes have no anchor box with both sides within "
         f"{YOLO_ANCHOR_THRESHOLD:g}x of their own: YOLO never learns them. Anchor boxes fitted to "
-        f"the boxes match {fitted.recall:.0%}: `tfod init --data {config.data.dir} --preset "
-        f"{plan.preset} --out fitted.yaml` writes them in its overrides: section",
+        f"the boxes match {fitted.recall:.0%}{fix}",
     )
 
 
