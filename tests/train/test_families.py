@@ -127,7 +127,7 @@ YOLO = "yolov7-tiny-416-smoke"
 
 
 def test_yolov7_goes_the_whole_path(
-    demo_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    demo_data: Path, smoke_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """YOLOv7 (Model Garden's `official/projects/yolo`): its own task, parser, loss and serving
     module behind the same commands, with tfod's class ids and COCO scoring."""
@@ -151,6 +151,13 @@ def test_yolov7_goes_the_whole_path(
     assert code == 0 and "COCO metrics, step 6" in output, output
     detections = json.loads((run / "eval" / "detections-6.json").read_text())
     assert {d["category_id"] for d in detections} <= {1, 2, 3}  # tfod's ids, not COCO's 80
+
+    plot = tmp_path / "compare.png"
+    code, output = run_tfod(
+        ["runs", "compare", str(smoke_run), str(run), "--plot", str(plot)], capfd
+    )
+    assert code == 0 and "plan.preset" in output and YOLO in output, output
+    assert plot.stat().st_size > 10_000  # both families' loss and AP curves
 
     code, output = run_tfod(["export", str(run), "--checkpoint", "latest", "--verify"], capfd)
     assert code == 0, output
