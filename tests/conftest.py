@@ -31,8 +31,7 @@ LONGEST_FIRST = [
     "train/test_qat.py", "robustness/test_faults.py", "zoo/test_zoo.py", "train/test_multiworker.py",
     "predict/test_predict.py", "train/test_families.py", "evaluate/test_evaluator.py", "test_api.py",
     "zoo/test_keras_weights.py", "train/test_ema.py", "test_cli.py", "train/test_batch_size.py",
-    "train/test_budget.py",
-    "export/test_verify.py",
+    "train/test_budget.py", "export/test_verify.py",
 ]  # fmt: skip
 
 

@@ -221,10 +221,11 @@ def test_init_chooses_the_family_the_bench_measured_best_for_the_budget_and_targ
             ]  # fmt: skip
             assert best.ap == max(m.ap for m in fits) and best.minutes == minutes
             assert all(m.preset in why for m in FAMILY_BENCH if m.minutes == minutes)
-    with pytest.raises(TfodError, match="--target takes one of phone, server"):
-        choose_family(10, "watch")
-
     out = tmp_path / "tfod.yaml"
+    with pytest.raises(TfodError, match="--target takes one of phone, server; got 'watch'"):
+        write_template(out, demo_data, "yolov7-tiny-416" + SMOKE_SUFFIX, None,
+                       force=False, target="watch")  # fmt: skip
+    assert not out.exists()
     write_template(out, demo_data, None, None, force=False, time="5m", target="server")
     text = out.read_text()
     best, _ = choose_family(5, "server")

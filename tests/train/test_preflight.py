@@ -245,6 +245,25 @@ def test_yolo_anchor_boxes_that_match_no_box_warn_with_the_fix(
     assert f"tfod init --data {lines_data} --preset yolov7-tiny-416-smoke" in finding.message
 
 
+def test_yolo_anchor_warning_offers_tfod_init_only_when_it_would_write_anchors(
+    lines_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfod.config import anchors
+
+    fit = anchors.fit_yolo_anchors
+
+    def no_better(sizes: Any, given: Any) -> Any:
+        preset, _ = fit(sizes, given)
+        return preset, preset  # fitting finds nothing better than the preset's anchors
+
+    monkeypatch.setattr(anchors, "fit_yolo_anchors", no_better)
+    yolo = {"preset": "yolov7-tiny-416-smoke"}
+    config = smoke_config(lines_data, model=yolo, train={"batch_size": 8})
+    finding = _only(_findings(config), "warning")
+    assert finding.message.endswith("Anchor boxes fitted to the boxes match 0%, no more than these")
+    assert "tfod init" not in finding.message
+
+
 def test_mask_targets_finer_than_the_cropped_ground_truth_warn(demo_data: Path) -> None:
     mask_rcnn = {"preset": "maskrcnn-resnet50-fpn-640-smoke"}
     findings = _findings(smoke_config(demo_data, model=mask_rcnn, train={"batch_size": 8}))

@@ -102,8 +102,6 @@ DEFAULT_MINUTES = 10  # what `tfod init` chooses for without --time
 def choose_family(minutes: float, target: str) -> tuple[Measured, str]:
     """The families bench's best row at its budget nearest `minutes` among the presets that run on
     `target`, and why (every row compared)."""
-    if target not in TARGETS:
-        raise TfodError(f"--target takes one of {', '.join(TARGETS)}; got {target!r}")
     nearest = min({m.minutes for m in FAMILY_BENCH}, key=lambda b: (abs(b - minutes), b))
     rows = [m for m in FAMILY_BENCH if m.minutes == nearest]
     fits = [m for m in rows if target != "phone" or m.tflite]
@@ -248,6 +246,8 @@ def write_template(
     """
     if out.exists() and not force:
         raise TfodError("exists; pass --force to overwrite it", out)
+    if target not in TARGETS:
+        raise TfodError(f"--target takes one of {', '.join(TARGETS)}; got {target!r}")
     fields: dict[str, object] = {
         "init_checkpoint": "null",
         "init_comment": "           # zoo:NAME (`tfod zoo list`), a URL, a checkpoint or a run",
